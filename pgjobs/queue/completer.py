@@ -1,0 +1,131 @@
+"""The completer: writes finished attempts' outcomes, several jobs per transaction (group commit).
+
+Each job's unit — its fenced state change plus its `write` callback (effects, audit row, children)
+— is atomic: it commits whole or not at all. Fast path: one transaction for the group; one
+UPDATE fences and records every outcome (its row locks keep rescuer and cancel out until commit),
+then only the jobs that still held their lease run their writes, pipelined. If any write fails, the
+group is rolled back and replayed carefully: one savepoint per job, and a job whose write failed
+is recorded as a failed attempt instead. Writes must therefore touch only the database
+(they may run twice; only one run ever commits).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Iterable
+
+import psycopg
+
+from pgjobs.queue.backoff import backoff_seconds
+from pgjobs.queue.context import JobTransaction
+from pgjobs.queue.errors import LeaseLost
+from pgjobs.queue.jobs import Job, Q
+from pgjobs.queue.outcomes import Complete, Discard, Outcome, Retry, Snooze
+
+log = logging.getLogger("pgjobs.completer")
+
+
+@dataclass(slots=True)
+class Finished:
+    """One finished attempt waiting to be written."""
+
+    job: Job
+    outcome: Outcome
+    duration_ms: float
+    state: str | None = None  # set once written: succeeded | queued | failed; None: lease lost
+    write_error: str | None = None
+
+
+def _row(item: Finished) -> tuple[str, float, str | None]:
+    """(outcome name, delay seconds, error text) for apply_outcomes."""
+    outcome, job = item.outcome, item.job
+    if isinstance(outcome, Complete):
+        return "complete", 0.0, None
+    if isinstance(outcome, Snooze):
+        return "snooze", outcome.seconds, outcome.reason
+    if isinstance(outcome, Discard):
+        return "discard", 0.0, outcome.reason
+    assert isinstance(outcome, Retry)
+    delay = outcome.delay
+    if delay is None:
+        delay = backoff_seconds(job.attempt - job.snoozes, base_ms=job.backoff_base_ms, cap_ms=job.backoff_cap_ms)
+    return "retry", delay, outcome.error
+
+
+def _params(items: Iterable[Finished]) -> dict[str, list]:
+    ids, tokens, names, delays, errors = [], [], [], [], []
+    for item in items:
+        name, delay, error = _row(item)
+        ids.append(item.job.id)
+        tokens.append(item.job.lease_token)
+        names.append(name)
+        delays.append(delay)
+        errors.append(error)
+    return {"ids": ids, "tokens": tokens, "outcomes": names, "delays": delays, "errors": errors}
+
+
+async def _apply(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
+    """Fence and record the outcomes of `items`; sets each item's state (None = lease lost)."""
+    cur = await conn.execute(Q["apply_outcomes"], _params(items))
+    states = dict(await cur.fetchall())
+    for item in items:
+        item.state = states.get(item.job.id)
+
+
+async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
+    async with conn.transaction():
+        await _apply(conn, items)
+        writers = [i for i in items if i.state is not None and i.outcome.write is not None]
+        if writers:
+            async with conn.pipeline():
+                for item in writers:
+                    await item.outcome.write(JobTransaction(conn, item.job))
+
+
+async def _careful(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
+    """One savepoint per job; a job whose write raises becomes a failed attempt (no writes)."""
+    async with conn.transaction():
+        for item in items:
+            try:
+                async with conn.transaction():
+                    await _apply(conn, [item])
+                    if item.state is not None and item.outcome.write is not None:
+                        await item.outcome.write(JobTransaction(conn, item.job))
+            except psycopg.OperationalError:
+                raise
+            except Exception as exc:  # the job's own write failed: its savepoint is gone
+                item.write_error = f"{type(exc).__name__}: {exc}".strip()
+                item.outcome = Retry(f"completion write failed: {item.write_error}")
+                await _apply(conn, [item])
+
+
+async def write_outcomes(conn: psycopg.AsyncConnection, items: list[Finished]) -> list[Finished]:
+    """Write a group of outcomes; returns the items (each with `state` set, None when fenced out)."""
+    if not items:
+        return items
+    try:
+        await _fast(conn, items)
+    except psycopg.OperationalError:
+        raise
+    except Exception as exc:
+        log.warning("group commit of %d outcomes failed (%s); replaying one savepoint per job", len(items), exc)
+        for item in items:
+            item.state = None
+        await _careful(conn, items)
+    return items
+
+
+async def record_outcome(conn: psycopg.AsyncConnection, job: Job, outcome: Outcome) -> str:
+    """Record one attempt's outcome in the caller's open transaction and run its write.
+
+    Raises LeaseLost when the lease no longer matches; raised inside the caller's
+    `async with conn.transaction()`, that rolls back everything the transaction wrote.
+    """
+    item = Finished(job, outcome, 0.0)
+    await _apply(conn, [item])
+    if item.state is None:
+        raise LeaseLost(job.id, job.attempt)
+    if outcome.write is not None:
+        await outcome.write(JobTransaction(conn, job))
+    return item.state

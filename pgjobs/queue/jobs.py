@@ -1,0 +1,181 @@
+"""Jobs as Python sees them, and enqueue on the caller's own connection and transaction.
+
+`enqueue`/`enqueue_many` take a sync psycopg.Connection, `enqueue_async`/`enqueue_many_async`
+an AsyncConnection; either way the insert joins whatever transaction the caller has open, so a
+job is enqueued exactly when the caller's own writes commit. Only root jobs are enqueued here:
+children are created through the parent's JobTransaction (pgjobs.queue.context).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Iterable, Mapping
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from pgjobs.queue.errors import PayloadError
+from pgjobs.sqlfiles import load_queries
+
+Q = load_queries("queue.sql")
+DEFAULT_QUEUE = "default"
+_BULK_CHUNK = 5000
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobSpec:
+    """Everything needed to enqueue one job."""
+
+    kind: str
+    payload: Mapping[str, Any] = field(default_factory=dict)
+    queue: str = DEFAULT_QUEUE
+    priority: int = 0  # lower runs first
+    delay: float = 0.0  # seconds after run_at (or now)
+    run_at: datetime | None = None
+    max_attempts: int = 3
+    backoff_base_ms: int = 2000
+    backoff_cap_ms: int = 600_000
+    dedupe_key: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.kind:
+            raise PayloadError("job kind must not be empty")
+        if not self.queue:
+            raise PayloadError("queue name must not be empty")
+        if not isinstance(self.payload, Mapping):
+            raise PayloadError(f"payload must be a JSON object, got {type(self.payload).__name__}")
+        if self.max_attempts < 1:
+            raise PayloadError("max_attempts must be at least 1")
+        if self.delay < 0:
+            raise PayloadError("delay must not be negative")
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "queue": self.queue,
+            "payload": Jsonb(dict(self.payload)),
+            "priority": self.priority,
+            "run_at": self.run_at,
+            "delay": float(self.delay),
+            "max_attempts": self.max_attempts,
+            "backoff_base_ms": self.backoff_base_ms,
+            "backoff_cap_ms": self.backoff_cap_ms,
+            "dedupe_key": self.dedupe_key,
+        }
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    id: int
+    root_id: int
+    created: bool  # False: an unfinished job already held the dedupe key; this is that job
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A claimed job, as its handler sees it."""
+
+    id: int
+    root_id: int
+    parent_id: int | None
+    kind: str
+    queue: str
+    payload: Any  # whatever JSON the row holds; handlers validate it
+    priority: int
+    run_at: datetime
+    attempt: int
+    snoozes: int
+    max_attempts: int
+    backoff_base_ms: int
+    backoff_cap_ms: int
+    lease_token: uuid.UUID
+    dedupe_key: str | None
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_id is None
+
+    @property
+    def attempts_left(self) -> int:
+        return self.max_attempts - (self.attempt - self.snoozes)
+
+
+def _spec(kind: str, payload: Mapping[str, Any] | None, options: dict[str, Any]) -> JobSpec:
+    return JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)
+
+
+def _first(rows: list[tuple], spec: JobSpec) -> Enqueued | None:
+    if not rows:
+        return None  # the key's holder finished between our insert and our look-up: try again
+    job_id, root_id, created, _ = rows[0]
+    return Enqueued(job_id, root_id, created)
+
+
+def enqueue(conn: psycopg.Connection, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
+    """Enqueue one root job in the caller's transaction. Options: the fields of JobSpec."""
+    spec = _spec(kind, payload, options)
+    for _ in range(5):
+        result = _first(conn.execute(Q["enqueue"], spec.params()).fetchall(), spec)
+        if result:
+            return result
+    raise psycopg.errors.SerializationFailure(f"could not settle dedupe key {spec.dedupe_key!r}")
+
+
+async def enqueue_async(
+    conn: psycopg.AsyncConnection, kind: str, payload: Mapping[str, Any] | None = None, **options: Any
+) -> Enqueued:
+    spec = _spec(kind, payload, options)
+    for _ in range(5):
+        cur = await conn.execute(Q["enqueue"], spec.params())
+        result = _first(await cur.fetchall(), spec)
+        if result:
+            return result
+    raise psycopg.errors.SerializationFailure(f"could not settle dedupe key {spec.dedupe_key!r}")
+
+
+def _bulk_params(specs: list[JobSpec]) -> dict[str, Any]:
+    return {
+        "kinds": [s.kind for s in specs],
+        "queues": [s.queue for s in specs],
+        # One JSON text per job, cast to jsonb[] in SQL: cheaper than adapting each as Jsonb.
+        "payloads": [json.dumps(dict(s.payload), separators=(",", ":")) for s in specs],
+        "priorities": [s.priority for s in specs],
+        "run_ats": [s.run_at for s in specs],
+        "delays": [float(s.delay) for s in specs],
+        "max_attempts": [s.max_attempts for s in specs],
+        "backoff_base_ms": [s.backoff_base_ms for s in specs],
+        "backoff_cap_ms": [s.backoff_cap_ms for s in specs],
+        "dedupe_keys": [s.dedupe_key for s in specs],
+    }
+
+
+def _chunks(specs: Iterable[JobSpec]) -> Iterable[list[JobSpec]]:
+    chunk: list[JobSpec] = []
+    for spec in specs:
+        chunk.append(spec)
+        if len(chunk) >= _BULK_CHUNK:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def enqueue_many(conn: psycopg.Connection, specs: Iterable[JobSpec]) -> int:
+    """Bulk-enqueue root jobs, one set-based INSERT per 5,000; returns how many were inserted
+    (jobs whose dedupe key an unfinished job already holds are skipped)."""
+    inserted = 0
+    for chunk in _chunks(specs):
+        rows = conn.execute(Q["enqueue_many"], _bulk_params(chunk)).fetchall()
+        inserted += sum(row[0] for row in rows)
+    return inserted
+
+
+async def enqueue_many_async(conn: psycopg.AsyncConnection, specs: Iterable[JobSpec]) -> int:
+    inserted = 0
+    for chunk in _chunks(specs):
+        cur = await conn.execute(Q["enqueue_many"], _bulk_params(chunk))
+        inserted += sum(row[0] for row in await cur.fetchall())
+    return inserted

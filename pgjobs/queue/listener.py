@@ -1,0 +1,73 @@
+"""Wake-ups: LISTEN on a dedicated connection, probed, reconnected after it dies.
+
+Enqueue sends `pg_notify('pgjobs', queue)`. The listener sets the producer's wake event for the
+queues it serves. Every `probe_interval` it runs a query on the same session: a half-open or
+terminated connection fails the probe, and the listener reconnects with backoff, LISTENs again and
+wakes the producer so it catches up on anything enqueued while it was deaf (the jittered poll
+covers the time in between).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from typing import Callable, Iterable
+
+import psycopg
+
+log = logging.getLogger("pgjobs.listener")
+CHANNEL = "pgjobs"
+
+
+class Listener:
+    def __init__(
+        self,
+        conninfo: str,
+        queues: Iterable[str],
+        wake: Callable[[], None],
+        *,
+        probe_interval: float = 5.0,
+    ) -> None:
+        self._conninfo = conninfo
+        self._queues = frozenset(queues)
+        self._wake = wake
+        self._probe_interval = probe_interval
+        self.connected = asyncio.Event()
+        self.reconnects = 0
+        self.backend_pid: int | None = None
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                async with await psycopg.AsyncConnection.connect(
+                    self._conninfo, autocommit=True, keepalives=1, keepalives_idle=10,
+                    keepalives_interval=5, keepalives_count=3,
+                ) as conn:
+                    await conn.execute("LISTEN pgjobs")  # CHANNEL
+                    self.backend_pid = conn.info.backend_pid
+                    self.connected.set()
+                    self._wake()  # catch up on whatever arrived while we were not listening
+                    delay = 0.1
+                    await self._listen(conn)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # connection lost, server restarting, probe failed
+                self.connected.clear()
+                self.reconnects += 1
+                log.warning("listener connection lost (%s); reconnecting in %.1fs", type(exc).__name__, delay)
+                self._wake()
+                await asyncio.sleep(delay * random.uniform(0.8, 1.2))
+                delay = min(delay * 2, 5.0)
+
+    async def _listen(self, conn: psycopg.AsyncConnection) -> None:
+        while True:
+            async for note in conn.notifies(timeout=self._probe_interval):
+                if note.payload in self._queues:
+                    self._wake()
+            # Same-session probe: proves the socket and the LISTEN are both still alive.
+            cur = await conn.execute("SELECT %s = ANY(ARRAY(SELECT pg_listening_channels()))", (CHANNEL,))
+            (listening,) = await cur.fetchone()
+            if not listening:
+                raise psycopg.OperationalError("LISTEN registration lost")

@@ -1,0 +1,56 @@
+"""What a handler tells the queue: return one of these, or raise it (or any exception to retry).
+
+Each outcome may carry `write`, an async callback run inside the job's completion transaction
+(with the fenced state change, in one savepoint): effects, audit rows and child jobs commit
+together or not at all. HTTP and other slow work belongs before it, in the handler body.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Awaitable, Callable
+
+if TYPE_CHECKING:
+    from pgjobs.queue.context import JobTransaction
+
+Write = Callable[["JobTransaction"], Awaitable[None]]
+
+
+class Outcome(Exception):
+    """Base of handler outcomes; an Exception so a handler may raise one from deep inside."""
+
+    write: Write | None = None
+
+
+class Complete(Outcome):
+    def __init__(self, write: Write | None = None) -> None:
+        super().__init__("complete")
+        self.write = write
+
+
+class Retry(Outcome):
+    """A failed attempt: retried with backoff (or after `delay` seconds) until attempts run out."""
+
+    def __init__(self, error: str, *, delay: float | None = None, write: Write | None = None) -> None:
+        super().__init__(error)
+        self.error = error
+        self.delay = delay
+        self.write = write
+
+
+class Snooze(Outcome):
+    """Run again after `seconds` without spending an attempt (e.g. a 429 with Retry-After)."""
+
+    def __init__(self, seconds: float, reason: str = "snoozed", *, write: Write | None = None) -> None:
+        super().__init__(reason)
+        self.seconds = max(0.0, float(seconds))
+        self.reason = reason
+        self.write = write
+
+
+class Discard(Outcome):
+    """Fail terminally, no retry: a bad payload, an entity that does not exist."""
+
+    def __init__(self, reason: str, *, write: Write | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.write = write

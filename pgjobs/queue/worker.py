@@ -1,0 +1,295 @@
+"""The worker: producer (claims), executor (runs handlers), completer (writes outcomes), upkeep.
+
+One asyncio loop. The producer claims as many jobs as there are free slots, woken by NOTIFY, a
+jittered poll, the next scheduled run_at, or a slot freed by the completer. Each claimed job runs
+as its own task; its outcome goes to the completer, which writes whatever has accumulated in one
+group transaction. A heartbeat extends held leases; the rescuer re-queues other workers' expired
+ones. stop() (SIGTERM/SIGINT) stops claiming, lets in-flight jobs finish within the grace period,
+and hands the rest back without spending an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Callable, Sequence
+
+import psycopg
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from pgjobs.queue.completer import Finished, write_outcomes
+from pgjobs.queue.context import JobContext
+from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q
+from pgjobs.queue.limits import RateLimits
+from pgjobs.queue.listener import Listener
+from pgjobs.queue.maintenance import rescue_expired
+from pgjobs.queue.outcomes import Complete, Discard, Outcome, Retry, Snooze
+from pgjobs.queue.registry import Registry
+
+log = logging.getLogger("pgjobs.worker")
+
+
+@dataclass
+class WorkerHooks:
+    """Callbacks for tests and embedding code; each runs on the worker's loop and must not block."""
+
+    claimed: Callable[[list[Job]], None] | None = None
+    finished: Callable[[Finished], None] | None = None
+
+
+def _validation_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(part) for part in first.get("loc", ())) or "payload"
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return f"{where}: {first.get('msg')}{more}"
+
+
+class Worker:
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        registry: Registry,
+        *,
+        conninfo: str,
+        limits: RateLimits,
+        queues: Sequence[str] = (DEFAULT_QUEUE,),
+        concurrency: int = 10,
+        claim_batch: int = 500,
+        lease_seconds: float = 30.0,
+        poll_interval: float = 2.0,
+        shutdown_grace: float = 10.0,
+        burst: bool = False,
+        hooks: WorkerHooks | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.pool = pool
+        self.registry = registry
+        self.limits = limits
+        self.queues = list(dict.fromkeys(queues))
+        self.concurrency = concurrency
+        self.claim_batch = claim_batch
+        self.lease_seconds = lease_seconds
+        self.poll_interval = poll_interval
+        self.shutdown_grace = shutdown_grace
+        self.burst = burst
+        self.hooks = hooks or WorkerHooks()
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.listener = Listener(conninfo, self.queues, self._wake_up)
+        self._wake = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._tasks: dict[int, asyncio.Task] = {}  # job id -> running handler
+        self._held: dict[int, Job] = {}  # claimed and not yet written: the leases we heartbeat
+        self._done: asyncio.Queue[Finished] = asyncio.Queue()
+        self.completed = 0
+
+    # --- public -------------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop claiming and shut down gracefully (idempotent; safe from a signal handler)."""
+        self._stopping.set()
+        self._wake.set()
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as group:
+            listener = group.create_task(self.listener.run(), name="listener")
+            completer = group.create_task(self._complete_loop(), name="completer")
+            upkeep = [
+                group.create_task(self._heartbeat_loop(), name="heartbeat"),
+                group.create_task(self._rescue_loop(), name="rescuer"),
+            ]
+            try:
+                await self._produce_loop()
+                await self._drain()
+            finally:
+                for task in (listener, *upkeep):
+                    task.cancel()
+                await self._done.join()
+                completer.cancel()
+
+    # --- producer -----------------------------------------------------------------------------
+
+    def _wake_up(self) -> None:
+        self._wake.set()
+
+    async def _produce_loop(self) -> None:
+        while not self._stopping.is_set():
+            free = self.concurrency - len(self._held)
+            claimed = await self._claim(min(free, self.claim_batch)) if free > 0 else 0
+            if claimed and claimed == min(free, self.claim_batch):
+                continue  # there may be more: claim again at once if slots remain
+            if self.burst and not self._held and not claimed and not await self._pending():
+                log.info("burst: nothing runnable or running in %s; exiting", ",".join(self.queues))
+                return
+            await self._sleep(await self._next_wait() if free > 0 and not claimed else self.poll_interval)
+
+    async def _claim(self, limit: int) -> int:
+        params = {"queues": self.queues, "limit": limit, "lease_seconds": self.lease_seconds,
+                  "worker_id": self.worker_id}
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(Q["claim_jobs"], params)
+            rows = await cur.fetchall()
+        jobs = sorted((Job(*row) for row in rows), key=lambda j: (j.priority, j.run_at, j.id))
+        for job in jobs:
+            self._held[job.id] = job
+            self._tasks[job.id] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+        if jobs and self.hooks.claimed:
+            self.hooks.claimed(jobs)
+        return len(jobs)
+
+    async def _pending(self) -> bool:
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(Q["pending_work"], {"queues": self.queues})
+            return (await cur.fetchone())[0]
+
+    async def _next_wait(self) -> float:
+        """Sleep until the jittered poll, or sooner when a scheduled job comes due."""
+        wait = self.poll_interval * random.uniform(0.8, 1.2)
+        async with self.pool.connection() as conn:
+            cur = await conn.execute(Q["next_run_at"], {"queues": self.queues})
+            (next_run_at,) = await cur.fetchone()
+        if next_run_at is not None:
+            due = (next_run_at - datetime.now(timezone.utc)).total_seconds()
+            wait = min(wait, max(due, 0.005))
+        return wait
+
+    async def _sleep(self, seconds: float) -> None:
+        try:
+            await asyncio.wait_for(self._wake.wait(), timeout=seconds)
+        except TimeoutError:
+            pass
+        self._wake.clear()
+
+    # --- executor -----------------------------------------------------------------------------
+
+    async def _execute(self, job: Job) -> None:
+        started = time.perf_counter()
+        try:
+            outcome = await self._run_handler(job)
+        except asyncio.CancelledError:
+            # Cancelled at the end of the shutdown grace, or because our lease was lost.
+            outcome = Snooze(0, "handed back: worker shut down before the job finished")
+        except Outcome as raised:
+            outcome = raised
+        except Exception as exc:
+            outcome = Retry(f"{type(exc).__name__}: {exc}")
+        self._tasks.pop(job.id, None)
+        self._done.put_nowait(Finished(job, outcome, (time.perf_counter() - started) * 1000))
+
+    async def _run_handler(self, job: Job) -> Outcome:
+        handler = self.registry.get(job.kind)
+        if handler is None:
+            return Discard(f"unknown job kind {job.kind!r}: no handler is registered for it")
+        payload = job.payload
+        if handler.payload_model is not None:
+            if not isinstance(payload, dict):
+                return Discard(f"invalid payload for {job.kind}: expected a JSON object")
+            try:
+                payload = handler.payload_model.model_validate(payload)
+            except ValidationError as exc:
+                return Discard(f"invalid payload for {job.kind}: {_validation_message(exc)}")
+        ctx = JobContext(job, payload, self.pool, self.limits, self.worker_id)
+        if handler.is_async:
+            result = await handler.run(ctx)
+        else:
+            result = await asyncio.to_thread(handler.run, ctx)
+        return result if isinstance(result, Outcome) else Complete()
+
+    # --- completer ----------------------------------------------------------------------------
+
+    async def _complete_loop(self) -> None:
+        while True:
+            batch = [await self._done.get()]
+            while not self._done.empty() and len(batch) < 1000:
+                batch.append(self._done.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._done.task_done()
+
+    async def _write(self, batch: list[Finished]) -> None:
+        for attempt in range(3):
+            try:
+                async with self.pool.connection() as conn:
+                    await write_outcomes(conn, batch)
+                break
+            except psycopg.OperationalError as exc:
+                # A retried group is safe: whatever committed already is fenced out the second time.
+                log.warning("writing %d outcomes failed (%s); retrying", len(batch), exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            log.error("gave up writing %d outcomes; their leases will expire and be rescued", len(batch))
+        for item in batch:
+            self._held.pop(item.job.id, None)
+            self._log_outcome(item)
+            if item.state is not None:
+                self.completed += 1
+            if self.hooks.finished:
+                self.hooks.finished(item)
+        self._wake.set()  # slots are free again
+
+    def _log_outcome(self, item: Finished) -> None:
+        job, outcome = item.job, item.outcome
+        name = type(outcome).__name__.lower()
+        fields = {"kind": job.kind, "job_id": job.id, "root_id": job.root_id, "attempt": job.attempt,
+                  "outcome": name, "state": item.state or "lease_lost",
+                  "duration_ms": round(item.duration_ms, 2)}
+        if item.state is None:
+            log.warning("outcome", extra=fields | {"error": "lease lost: outcome discarded, nothing committed"})
+        elif isinstance(outcome, Complete):
+            log.info("outcome", extra=fields)
+        else:
+            log.warning("outcome", extra=fields | {"error": str(outcome)})
+
+    # --- upkeep -------------------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = list(self._held.values())
+            if not held:
+                continue
+            params = {"ids": [j.id for j in held], "tokens": [j.lease_token for j in held],
+                      "lease_seconds": self.lease_seconds}
+            try:
+                async with self.pool.connection() as conn:
+                    cur = await conn.execute(Q["extend_leases"], params)
+                    alive = {row[0] for row in await cur.fetchall()}
+            except psycopg.OperationalError as exc:
+                log.warning("heartbeat failed (%s)", exc)
+                continue
+            for job in held:
+                task = self._tasks.get(job.id)
+                if job.id not in alive and task is not None:
+                    log.warning("lease lost while running (cancelled or rescued); stopping the handler",
+                                extra={"kind": job.kind, "job_id": job.id, "root_id": job.root_id})
+                    task.cancel()
+
+    async def _rescue_loop(self) -> None:
+        while True:
+            try:
+                async with self.pool.connection() as conn:
+                    await rescue_expired(conn, self.registry)
+            except psycopg.OperationalError as exc:
+                log.warning("rescuer failed (%s)", exc)
+            await asyncio.sleep(max(0.5, self.lease_seconds / 2) * random.uniform(0.8, 1.2))
+
+    async def _drain(self) -> None:
+        """Shutdown: let running handlers finish within the grace period, then hand the rest back."""
+        running = list(self._tasks.values())
+        if not running:
+            return
+        log.info("stopping: waiting up to %.1fs for %d running jobs", self.shutdown_grace, len(running))
+        _, late = await asyncio.wait(running, timeout=self.shutdown_grace)
+        for task in late:
+            task.cancel()
+        if late:
+            await asyncio.wait(late)

@@ -1,0 +1,77 @@
+"""Settings: every knob pgjobs reads from the environment (prefix PGJOBS_), read once at the edge.
+
+The CLI builds one `Settings` and passes it down; library code never reads os.environ itself.
+Secrets are `SecretStr`, so they print as '**********' in reprs, logs and --json output.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import platformdirs
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_RATE = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*=\s*(\d+(?:\.\d+)?)\s*/\s*(ms|s|sec|second|min|minute|h|hour)\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def parse_rate_limits(text: str) -> dict[str, float]:
+    """'musicbrainz=1/s,discogs=60/min' -> {'musicbrainz': 1.0, 'discogs': 1.0} (seconds between calls)."""
+    limits: dict[str, float] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = _RATE.match(part)
+        if not match:
+            raise ValueError(f"bad rate limit {part!r}: expected NAME=COUNT/UNIT, e.g. musicbrainz=1/s")
+        name, count, unit = match.group(1), float(match.group(2)), match.group(3)
+        if count <= 0:
+            raise ValueError(f"bad rate limit {part!r}: the count must be positive")
+        limits[name] = _UNIT_SECONDS[unit] / count
+    return limits
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PGJOBS_", extra="ignore", populate_by_name=True)
+
+    # Database: an explicit DSN wins; otherwise the embedded server under `home`.
+    dsn: SecretStr | None = Field(default=None, validation_alias=AliasChoices("PGJOBS_DSN", "DATABASE_URL"))
+    home: Path = Field(default_factory=lambda: platformdirs.user_data_path("pgjobs"))
+
+    # Worker behaviour.
+    lease_seconds: float = Field(default=30.0, gt=0)
+    poll_interval: float = Field(default=2.0, gt=0)
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    concurrency: int = Field(default=10, ge=1)
+    log_format: str = "text"  # text | json
+    log_level: str = "INFO"
+
+    # Global rate limits, seconds between calls per limiter name.
+    rate_limits: str = "musicbrainz=1/s,discogs=60/min"
+
+    # Providers (defaults are the real public endpoints).
+    user_agent: str = "pgjobs/0.1.0 ( https://github.com/pgjobs/pgjobs )"
+    http_timeout: float = Field(default=10.0, gt=0)
+    musicbrainz_url: str = "https://musicbrainz.org/ws/2"
+    coverart_url: str = "https://coverartarchive.org"
+    discogs_url: str = "https://api.discogs.com"
+    discogs_token: SecretStr | None = None
+    cloudflare_url: str = "https://api.cloudflare.com/client/v4"
+    cloudflare_account_id: str | None = None
+    cloudflare_api_token: SecretStr | None = None
+    cloudflare_delivery_url: str = "https://imagedelivery.net"
+    cloudflare_account_hash: str | None = None
+    spotify_api_url: str = "https://api.spotify.com/v1"
+    spotify_accounts_url: str = "https://accounts.spotify.com"
+    spotify_client_id: str | None = None
+    spotify_client_secret: SecretStr | None = None
+
+    @field_validator("rate_limits")
+    @classmethod
+    def _check_rate_limits(cls, value: str) -> str:
+        parse_rate_limits(value)
+        return value
+
+    @property
+    def rate_limit_intervals(self) -> dict[str, float]:
+        return parse_rate_limits(self.rate_limits)

@@ -1,0 +1,251 @@
+-- Named queries of the queue core (schema pgjobs). Each block starts with `-- name: NAME`.
+-- Every outcome statement is fenced on id AND lease_token: a worker whose lease was taken over
+-- matches no row, and the caller rolls its whole transaction back.
+
+-- name: enqueue
+-- Insert one root job (root_id = its own id), or return the unfinished job holding its dedupe key.
+WITH new AS (
+    SELECT nextval('pgjobs.job_id_seq') AS id
+), ins AS (
+    INSERT INTO pgjobs.jobs (id, root_id, kind, queue, payload, priority, run_at,
+                             max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
+    SELECT new.id, new.id, %(kind)s, %(queue)s, %(payload)s, %(priority)s,
+           coalesce(%(run_at)s, now()) + make_interval(secs => %(delay)s),
+           %(max_attempts)s, %(backoff_base_ms)s, %(backoff_cap_ms)s, %(dedupe_key)s
+    FROM new
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running') DO NOTHING
+    RETURNING id, root_id, queue
+)
+SELECT id, root_id, true AS created, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins
+UNION ALL
+SELECT id, root_id, false, false FROM pgjobs.jobs
+WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXISTS (SELECT FROM ins);
+
+-- name: enqueue_child
+-- Insert a child of %(parent_id)s: its root comes from the parent row, never from the caller.
+WITH ins AS (
+    INSERT INTO pgjobs.jobs (id, root_id, parent_id, kind, queue, payload, priority, run_at,
+                             max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
+    SELECT nextval('pgjobs.job_id_seq'), p.root_id, p.id, %(kind)s, %(queue)s, %(payload)s, %(priority)s,
+           coalesce(%(run_at)s, now()) + make_interval(secs => %(delay)s),
+           %(max_attempts)s, %(backoff_base_ms)s, %(backoff_cap_ms)s, %(dedupe_key)s
+    FROM pgjobs.jobs p
+    WHERE p.id = %(parent_id)s
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running') DO NOTHING
+    RETURNING id, root_id, queue
+)
+SELECT id, root_id, true AS created, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins
+UNION ALL
+SELECT id, root_id, false, false FROM pgjobs.jobs
+WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXISTS (SELECT FROM ins);
+
+-- name: enqueue_many
+-- Bulk insert of root jobs from parallel arrays in one statement; duplicates of a dedupe key are skipped.
+WITH rows AS (
+    SELECT nextval('pgjobs.job_id_seq') AS id, r.*
+    FROM unnest(%(kinds)s::text[], %(queues)s::text[], %(payloads)s::jsonb[], %(priorities)s::int[],
+                %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
+                %(backoff_base_ms)s::int[], %(backoff_cap_ms)s::int[], %(dedupe_keys)s::text[])
+         AS r(kind, queue, payload, priority, run_at, delay, max_attempts, backoff_base_ms, backoff_cap_ms,
+              dedupe_key)
+), ins AS (
+    INSERT INTO pgjobs.jobs (id, root_id, kind, queue, payload, priority, run_at,
+                             max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
+    SELECT id, id, kind, queue, payload, priority, coalesce(run_at, now()) + make_interval(secs => delay),
+           max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key
+    FROM rows
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running') DO NOTHING
+    RETURNING id, queue
+)
+SELECT count(*) AS inserted, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins GROUP BY queue;
+
+-- name: notify_queue
+SELECT pg_notify('pgjobs', %(queue)s);
+
+-- name: claim_jobs
+-- Mark up to %(limit)s runnable jobs running for one worker; SKIP LOCKED lets workers claim side by side.
+-- The ORDER BY matches jobs_runnable_idx so the scan never walks finished rows.
+WITH next AS (
+    SELECT id FROM pgjobs.jobs
+    WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]) AND run_at <= now()
+    ORDER BY priority, run_at, id
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE pgjobs.jobs j
+SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
+    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+    attempted_at = now(), worker_id = %(worker_id)s
+FROM next
+WHERE j.id = next.id
+RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.priority, j.run_at, j.attempt,
+          j.snoozes, j.max_attempts, j.backoff_base_ms, j.backoff_cap_ms, j.lease_token, j.dedupe_key;
+
+-- name: apply_outcomes
+-- Record the outcomes of several attempts in one statement, each fenced on its own lease token.
+-- outcome: complete | retry (terminal once attempts are spent) | discard (terminal) | snooze (no
+-- attempt spent). Returns the rows that still held their lease, with their new state; the row
+-- locks this takes keep rescuer and cancel away until the caller's transaction commits.
+UPDATE pgjobs.jobs j
+SET state = CASE
+        WHEN o.outcome = 'complete' THEN 'succeeded'
+        WHEN o.outcome = 'snooze' THEN 'queued'
+        WHEN o.outcome = 'discard' OR j.attempt - j.snoozes >= j.max_attempts THEN 'failed'
+        ELSE 'queued' END::pgjobs.job_state,
+    run_at = CASE WHEN o.outcome IN ('retry', 'snooze') THEN now() + make_interval(secs => o.delay)
+                  ELSE j.run_at END,
+    finished_at = CASE
+        WHEN o.outcome IN ('complete', 'discard') THEN now()
+        WHEN o.outcome = 'retry' AND j.attempt - j.snoozes >= j.max_attempts THEN now() END,
+    snoozes = j.snoozes + (o.outcome = 'snooze')::int,
+    last_error = CASE WHEN o.outcome = 'complete' THEN j.last_error ELSE o.error END,
+    errors = CASE WHEN o.outcome = 'complete' THEN j.errors
+                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
+                      'attempt', j.attempt, 'at', now(), 'outcome', o.outcome, 'error', o.error)) END,
+    lease_token = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[], %(outcomes)s::text[], %(delays)s::float8[],
+            %(errors)s::text[]) AS o(id, token, outcome, delay, error)
+WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'
+RETURNING j.id, j.state::text AS state;
+
+-- name: hand_back_unstarted
+-- Jobs claimed but never started go back untouched: the claim's attempt is undone.
+UPDATE pgjobs.jobs j
+SET state = 'queued', attempt = j.attempt - 1, lease_token = NULL, lease_expires_at = NULL
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS t(id, token)
+WHERE j.id = t.id AND j.lease_token = t.token AND j.state = 'running'
+RETURNING j.id, j.queue;
+
+-- name: extend_leases
+-- Heartbeat: push out the leases this worker still holds; returns the ids still held.
+UPDATE pgjobs.jobs j
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM unnest(%(ids)s::bigint[], %(tokens)s::uuid[]) AS t(id, token)
+WHERE j.id = t.id AND j.lease_token = t.token AND j.state = 'running'
+RETURNING j.id;
+
+-- name: rescue_expired
+-- Re-queue running jobs whose lease expired (their worker died); the lost run counts as an attempt.
+WITH expired AS (
+    SELECT id FROM pgjobs.jobs
+    WHERE state = 'running' AND lease_expires_at < now()
+    ORDER BY lease_expires_at
+    LIMIT %(limit)s
+    FOR UPDATE SKIP LOCKED
+)
+UPDATE pgjobs.jobs j
+SET state = CASE WHEN j.attempt - j.snoozes >= j.max_attempts THEN 'failed' ELSE 'queued' END::pgjobs.job_state,
+    run_at = now(),
+    finished_at = CASE WHEN j.attempt - j.snoozes >= j.max_attempts THEN now() END,
+    last_error = 'lease expired: worker ' || coalesce(j.worker_id, '?') || ' stopped heartbeating',
+    errors = j.errors || jsonb_build_array(jsonb_build_object(
+        'attempt', j.attempt, 'at', now(), 'outcome', 'lease_expired', 'worker', j.worker_id,
+        'error', 'lease expired at ' || j.lease_expires_at::text)),
+    lease_token = NULL, lease_expires_at = NULL
+FROM expired
+WHERE j.id = expired.id
+RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.attempt, j.state::text AS state,
+          j.last_error;
+
+-- name: pending_work
+-- For --burst: is anything in these queues runnable now or still running?
+SELECT EXISTS (
+    SELECT FROM pgjobs.jobs
+    WHERE queue = ANY(%(queues)s::text[])
+      AND (state = 'running' OR (state = 'queued' AND run_at <= now()))
+) AS pending;
+
+-- name: next_run_at
+-- When the earliest scheduled job in these queues becomes runnable (NULL when none is queued).
+SELECT min(run_at) AS next_run_at FROM pgjobs.jobs
+WHERE state = 'queued' AND queue = ANY(%(queues)s::text[]);
+
+-- name: cancel_job
+-- Cancel one unfinished job. A running one loses its lease, so its worker can no longer commit.
+UPDATE pgjobs.jobs
+SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+    last_error = %(reason)s
+WHERE id = %(id)s AND state IN ('queued', 'running')
+RETURNING id;
+
+-- name: cancel_family
+-- Cancel every unfinished job of a root's family (the root included).
+UPDATE pgjobs.jobs
+SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
+    last_error = %(reason)s
+WHERE root_id = %(root_id)s AND state IN ('queued', 'running')
+RETURNING id;
+
+-- name: retry_job
+-- Operator retry of a finished job: runnable now, with one more attempt if it had spent them all.
+UPDATE pgjobs.jobs
+SET state = 'queued', run_at = now(), finished_at = NULL,
+    max_attempts = greatest(max_attempts, attempt - snoozes + 1)
+WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'succeeded')
+RETURNING id, queue;
+
+-- name: prune_families
+-- Delete whole families whose every job finished before %(cutoff)s; unfinished families stay whole.
+WITH roots AS (
+    SELECT r.id FROM pgjobs.jobs r
+    WHERE r.parent_id IS NULL AND r.state IN ('succeeded', 'failed', 'cancelled') AND r.finished_at < %(cutoff)s
+      AND NOT EXISTS (
+          SELECT FROM pgjobs.jobs d
+          WHERE d.root_id = r.id AND (d.state IN ('queued', 'running') OR d.finished_at >= %(cutoff)s))
+    LIMIT %(limit)s
+)
+DELETE FROM pgjobs.jobs WHERE root_id IN (SELECT id FROM roots)
+RETURNING id;
+
+-- name: get_job
+SELECT id, root_id, parent_id, kind, queue, payload, state::text AS state, priority, run_at, attempt, snoozes,
+       max_attempts, dedupe_key, worker_id, lease_expires_at, last_error, errors, created_at, attempted_at,
+       finished_at
+FROM pgjobs.jobs WHERE id = %(id)s;
+
+-- name: list_jobs
+SELECT id, root_id, parent_id, kind, queue, state::text AS state, priority, attempt, max_attempts, run_at,
+       created_at, finished_at, last_error
+FROM pgjobs.jobs
+WHERE (%(state)s::text IS NULL OR state::text = %(state)s::text)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s::text)
+  AND (%(root_id)s::bigint IS NULL OR root_id = %(root_id)s::bigint)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
+-- name: family
+-- A root's whole family, root first then by id (one index scan on jobs_root_idx).
+SELECT id, root_id, parent_id, kind, queue, state::text AS state, attempt, created_at, finished_at, last_error
+FROM pgjobs.jobs WHERE root_id = %(root_id)s
+ORDER BY (id = root_id) DESC, id;
+
+-- name: stats
+-- Counts by queue x state, and the age of the oldest runnable job per queue.
+SELECT queue, state::text AS state, count(*) AS jobs,
+       extract(epoch FROM now() - min(run_at) FILTER (WHERE state = 'queued' AND run_at <= now()))
+           AS oldest_runnable_seconds
+FROM pgjobs.jobs
+GROUP BY queue, state
+ORDER BY queue, state;
+
+-- name: rate_limit_acquire
+-- Reserve the next slot of a global limiter: slots are spaced %(interval_ms)s apart across every
+-- process, so there is never a burst at a window edge. Returns how long to wait for the slot.
+INSERT INTO pgjobs.rate_limits AS r (name, interval_ms, next_slot, updated_at)
+VALUES (%(name)s, %(interval_ms)s, clock_timestamp() + make_interval(secs => %(interval_ms)s / 1000.0),
+        clock_timestamp())
+ON CONFLICT (name) DO UPDATE
+SET interval_ms = excluded.interval_ms,
+    next_slot = greatest(r.next_slot, clock_timestamp()) + make_interval(secs => excluded.interval_ms / 1000.0),
+    updated_at = clock_timestamp()
+RETURNING greatest(0, extract(epoch FROM (r.next_slot - make_interval(secs => r.interval_ms / 1000.0))
+                                      - clock_timestamp())) AS wait_seconds;
+
+-- name: rate_limit_penalize
+-- The upstream said "slow down" (Retry-After): no slot before now() + %(seconds)s for anyone.
+INSERT INTO pgjobs.rate_limits AS r (name, interval_ms, next_slot, updated_at)
+VALUES (%(name)s, %(interval_ms)s, clock_timestamp() + make_interval(secs => %(seconds)s), clock_timestamp())
+ON CONFLICT (name) DO UPDATE
+SET next_slot = greatest(r.next_slot, clock_timestamp() + make_interval(secs => %(seconds)s)),
+    updated_at = clock_timestamp();
