@@ -85,6 +85,7 @@ class Worker:
         self.listener = Listener(conninfo, self.queues, self._wake_up)
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._hurry = asyncio.Event()
         self._tasks: dict[int, asyncio.Task] = {}  # job id -> running handler
         self._held: dict[int, Job] = {}  # claimed and not yet written: the leases we heartbeat
         self._done: asyncio.Queue[Finished] = asyncio.Queue()
@@ -92,9 +93,13 @@ class Worker:
 
     # --- public -------------------------------------------------------------------------------
 
-    def stop(self) -> None:
-        """Stop claiming and shut down gracefully (idempotent; safe from a signal handler)."""
+    def stop(self, *, now: bool = False) -> None:
+        """Stop claiming and shut down gracefully; `now` skips what is left of the grace period.
+
+        Idempotent and safe to call from a signal handler on the worker's loop."""
         self._stopping.set()
+        if now:
+            self._hurry.set()
         self._wake.set()
 
     async def run(self) -> None:
@@ -288,7 +293,12 @@ class Worker:
         if not running:
             return
         log.info("stopping: waiting up to %.1fs for %d running jobs", self.shutdown_grace, len(running))
-        _, late = await asyncio.wait(running, timeout=self.shutdown_grace)
+        all_done = asyncio.create_task(asyncio.wait(running))
+        hurry = asyncio.create_task(self._hurry.wait())
+        await asyncio.wait([all_done, hurry], timeout=self.shutdown_grace, return_when=asyncio.FIRST_COMPLETED)
+        all_done.cancel()
+        hurry.cancel()
+        late = [task for task in running if not task.done()]
         for task in late:
             task.cancel()
         if late:

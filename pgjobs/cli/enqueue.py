@@ -1,0 +1,96 @@
+"""`pgjobs enqueue KIND --payload JSON …` and `pgjobs enqueue KIND --from FILE.jsonl` (bulk)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from pydantic import BaseModel, ValidationError
+from typer.core import TyperGroup
+
+from pgjobs.cli.common import UsageFailure, cli, console, parse_duration, parse_json_object, print_json
+from pgjobs.cli.wiring import job_registry
+from pgjobs.queue import JobSpec, enqueue, enqueue_many
+
+
+class KindGroup(TyperGroup):
+    """`enqueue NAME …` runs the subcommand NAME when there is one (enrich-album), else the generic one."""
+
+    def resolve_command(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            return "kind", self.commands["kind"], args
+        return super().resolve_command(ctx, args)
+
+
+app = typer.Typer(cls=KindGroup, no_args_is_help=True,
+                  help="Enqueue jobs: `enqueue KIND --payload JSON`, `enqueue KIND --from FILE.jsonl`, "
+                       "or a domain command such as `enqueue enrich-album`.")
+
+
+def _validate(kind: str, payload: dict[str, Any], where: str) -> None:
+    handler = job_registry().get(kind)
+    if handler is None:
+        known = ", ".join(job_registry().kinds())
+        raise UsageFailure(f"unknown job kind {kind!r} (known: {known})")
+    model: type[BaseModel] | None = handler.payload_model
+    if model is not None:
+        try:
+            model.model_validate(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+            raise UsageFailure(f"{where}: invalid payload for {kind}: {field}: {first.get('msg')}") from None
+
+
+def _read_lines(source: str) -> list[tuple[int, str]]:
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise UsageFailure(f"--from {source}: no such file")
+        text = path.read_text(encoding="utf-8")
+    return [(n, line) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+@app.command("kind", hidden=True)
+def enqueue_kind(
+    ctx: typer.Context,
+    kind: str = typer.Argument(..., help="job kind, e.g. noop"),
+    payload: str = typer.Option("{}", "--payload", "-p", help="JSON object"),
+    from_file: Optional[str] = typer.Option(None, "--from", help="JSON Lines file of payloads ('-' = stdin)"),
+    queue: str = typer.Option("default", "--queue", "-q"),
+    priority: int = typer.Option(0, help="lower runs first"),
+    delay: Optional[str] = typer.Option(None, help="run after this long, e.g. 30s, 5m"),
+    max_attempts: int = typer.Option(3, min=1),
+    dedupe_key: Optional[str] = typer.Option(None, help="at most one unfinished job per key"),
+    json_output: bool = typer.Option(False, "--json"),
+) -> None:
+    """Enqueue one job of KIND, or one per line of --from."""
+    options = {"queue": queue, "priority": priority, "max_attempts": max_attempts,
+               "delay": parse_duration(delay, what="--delay") if delay else 0.0}
+    if from_file is not None:
+        if dedupe_key is not None:
+            raise UsageFailure("--dedupe-key applies to one job; put keys in the payloads' own kind instead")
+        specs = []
+        for number, line in _read_lines(from_file):
+            where = f"{from_file}:{number}"
+            body = parse_json_object(line, source=where)
+            _validate(kind, body, where)
+            specs.append(JobSpec(kind=kind, payload=body, **options))
+        with cli(ctx).connect() as conn:
+            inserted = enqueue_many(conn, specs)
+        print_json({"enqueued": inserted}) if json_output else console.print(f"enqueued {inserted} {kind} job(s)")
+        return
+    body = parse_json_object(payload)
+    _validate(kind, body, "--payload")
+    with cli(ctx).connect() as conn:
+        job = enqueue(conn, kind, body, dedupe_key=dedupe_key, **options)
+    if json_output:
+        print_json({"id": job.id, "root_id": job.root_id, "created": job.created})
+    elif job.created:
+        console.print(f"enqueued {kind} job {job.id}")
+    else:
+        console.print(f"job {job.id} already holds dedupe key {dedupe_key!r}; nothing new enqueued")

@@ -1,0 +1,55 @@
+"""`pgjobs worker`: the daemon. SIGTERM/SIGINT stop it gracefully; a second signal hurries it."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from typing import List, Optional
+
+import typer
+
+from pgjobs import database, logs, migrations
+from pgjobs.cli.common import cli
+from pgjobs.cli.wiring import job_registry
+from pgjobs.queue import RateLimits, Worker
+from pgjobs.settings import Settings
+
+
+async def run_worker(settings: Settings, dsn: str, queues: list[str], concurrency: int, burst: bool) -> int:
+    pool = await database.open_pool(dsn, max_size=4)
+    try:
+        async with pool.connection() as conn:
+            await migrations.check_migrated_async(conn)
+        worker = Worker(
+            pool, job_registry(), conninfo=dsn, limits=RateLimits(pool, settings.rate_limit_intervals),
+            queues=queues, concurrency=concurrency, lease_seconds=settings.lease_seconds,
+            poll_interval=settings.poll_interval, shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
+        )
+        loop = asyncio.get_running_loop()
+        signals = {"count": 0}
+
+        def on_signal() -> None:
+            signals["count"] += 1
+            worker.stop(now=signals["count"] > 1)  # a second signal hands running jobs back now
+
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, on_signal)
+        await worker.run()
+        return 0
+    finally:
+        await pool.close()
+
+
+def worker(
+    ctx: typer.Context,
+    queue: Optional[List[str]] = typer.Option(None, "--queue", "-q", help="queue to serve (repeatable)"),
+    concurrency: Optional[int] = typer.Option(None, min=1, help="jobs in flight (PGJOBS_CONCURRENCY)"),
+    burst: bool = typer.Option(False, help="exit 0 once the queues have nothing runnable or running"),
+) -> None:
+    """Run jobs until stopped (or, with --burst, until the queues are drained)."""
+    state = cli(ctx)
+    settings = state.settings
+    logs.configure(settings.log_format, settings.log_level)
+    code = asyncio.run(run_worker(settings, state.dsn(), queue or ["default"], concurrency or settings.concurrency,
+                                  burst))
+    raise typer.Exit(code)

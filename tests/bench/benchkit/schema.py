@@ -1,0 +1,88 @@
+"""Bench databases: one fresh database per system, and the enrichment_log table audited runs write.
+
+The audit table mirrors the seed's EnrichmentLog (about 15 columns, a jsonb metadata, the three
+lineage columns and the CHECK the design requires), so "audited drain" costs what the real
+pipeline's audit row costs. Every system writes the same row into the same table shape.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+from urllib.parse import quote, urlencode
+
+import psycopg
+from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
+
+ENRICHMENT_LOG = """
+CREATE TABLE IF NOT EXISTS enrichment_log (
+    id                  bigserial PRIMARY KEY,
+    entity_type         text NOT NULL,
+    entity_id           text NOT NULL,
+    operation           text NOT NULL,
+    sources             text[] NOT NULL DEFAULT '{}',
+    status              text NOT NULL,
+    reason              text,
+    fields_enriched     text[] NOT NULL DEFAULT '{}',
+    data_quality_before text,
+    data_quality_after  text,
+    duration_ms         integer,
+    api_call_count      integer NOT NULL DEFAULT 0,
+    metadata            jsonb NOT NULL DEFAULT '{}',
+    error_code          text,
+    error_message       text,
+    job_id              bigint,
+    parent_job_id       bigint,
+    is_root_job         boolean NOT NULL DEFAULT false,
+    triggered_by        text,
+    created_at          timestamptz NOT NULL DEFAULT now(),
+    CONSTRAINT enrichment_log_root CHECK (NOT (is_root_job AND parent_job_id IS NOT NULL))
+);
+CREATE INDEX IF NOT EXISTS enrichment_log_job_id_idx ON enrichment_log (job_id);
+CREATE INDEX IF NOT EXISTS enrichment_log_parent_job_id_idx ON enrichment_log (parent_job_id);
+CREATE INDEX IF NOT EXISTS enrichment_log_created_at_idx ON enrichment_log (created_at);
+"""
+
+
+def with_dbname(dsn: str, dbname: str) -> str:
+    """The same server and credentials as `dsn`, another database, as a URL: every driver (psycopg,
+    asyncpg, node-postgres) accepts the URL form, not all accept key=value."""
+    params = conninfo_to_dict(dsn)
+    params["dbname"] = dbname
+    user = quote(params.pop("user", "") or "", safe="")
+    password = params.pop("password", None)
+    host = params.pop("host", "") or ""
+    port = params.pop("port", "") or ""
+    auth = f"{user}:{quote(password, safe='')}@" if password else (f"{user}@" if user else "")
+    netloc = f"{auth}{host if ',' not in host and not host.startswith('/') else ''}{':' + port if port else ''}"
+    db = quote(params.pop("dbname"), safe="")
+    if host.startswith("/"):
+        params["host"] = host  # a socket directory goes in the query string
+    query = f"?{urlencode(params)}" if params else ""
+    return f"postgresql://{netloc}/{db}{query}"
+
+
+def dbname_of(dsn: str) -> str:
+    return conninfo_to_dict(dsn).get("dbname") or ""
+
+
+@contextmanager
+def fresh_database(server_dsn: str, name: str) -> Iterator[str]:
+    """CREATE DATABASE name (dropping a leftover of a killed run first), yield its URL, drop it."""
+    admin = with_dbname(server_dsn, dbname_of(server_dsn) or "postgres")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        url = with_dbname(server_dsn, name)
+        prepare(url)
+        yield url
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+def prepare(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(ENRICHMENT_LOG)

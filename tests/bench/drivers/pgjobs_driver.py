@@ -1,0 +1,234 @@
+"""Bench driver for pgjobs: runs one workload in-process against the queue's Python API.
+
+Run by the harness with the project's interpreter and PYTHONPATH=repo root. Uses exactly what an
+application uses: `enqueue_many` on a sync connection, a `Worker` over an autocommit pool (as
+`pgjobs worker` builds it), handlers that return `Complete(write=...)` so the audit row and the
+children commit in the job's completion transaction. (Named *_driver so that, run as a script,
+it does not shadow the `pgjobs` package.)
+
+Workloads: drain (bulk enqueue N, then drain them), audited, fanout, wake, procs (K worker
+processes, each a copy of this script in `_child` mode, started together on a GO line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+
+import psycopg
+
+from pgjobs import migrations
+from pgjobs.queue import Complete, JobSpec, RateLimits, Registry, Worker, enqueue_async, enqueue_many
+from protocol import (
+    FANOUT_CHILDREN, LOG_INSERT, Args, Stopwatch, emit, fanout_roots, log_values, parse_args, spacing,
+    throughput,
+)
+
+try:  # the pool exactly as the CLI opens it; a plain autocommit pool if that helper moves
+    from pgjobs.database import open_pool
+except ImportError:  # pragma: no cover
+    from psycopg_pool import AsyncConnectionPool
+
+    async def open_pool(dsn: str, *, max_size: int = 10, name: str = "pgjobs") -> AsyncConnectionPool:
+        pool = AsyncConnectionPool(dsn, min_size=2, max_size=max_size, open=False, kwargs={"autocommit": True})
+        await pool.open(wait=True)
+        return pool
+
+WORKLOADS = ("drain", "audited", "fanout", "wake", "procs", "_child")
+DEFAULT_CONCURRENCY = 100
+
+
+class Bench:
+    """Handlers for every bench kind, plus what they observed (ids run, wake-up times)."""
+
+    def __init__(self) -> None:
+        self.executed: list[int] = []
+        self.started_at: dict[int, float] = {}  # wake-up: seq -> perf_counter at handler start
+        self.registry = Registry()
+        self.registry.register("noop", self.noop)
+        self.registry.register("audited", self.audited)
+        self.registry.register("fan.root", self.fan_root)
+        self.registry.register("fan.child", self.fan_child)
+        self.registry.register("wake", self.wake)
+
+    async def noop(self, ctx) -> None:
+        self.executed.append(ctx.job.id)
+
+    async def audited(self, ctx) -> Complete:
+        return self._logged(ctx, children=0)
+
+    async def fan_root(self, ctx) -> Complete:
+        return self._logged(ctx, children=FANOUT_CHILDREN)
+
+    async def fan_child(self, ctx) -> Complete:
+        return self._logged(ctx, children=0)
+
+    async def wake(self, ctx) -> None:
+        self.started_at[ctx.job.payload["seq"]] = time.perf_counter()
+        self.executed.append(ctx.job.id)
+
+    def _logged(self, ctx, *, children: int) -> Complete:
+        started = time.perf_counter()
+        job, seq = ctx.job, ctx.job.payload.get("seq", 0)
+        self.executed.append(job.id)
+
+        async def write(tx) -> None:
+            # Runs inside the completion transaction: audit row + children + state change commit together.
+            duration_ms = int((time.perf_counter() - started) * 1000)
+            await tx.execute(LOG_INSERT, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms))
+            for c in range(children):
+                await tx.enqueue_child("fan.child", {"seq": seq * 10 + c + 1})
+
+        return Complete(write=write)
+
+
+def reset(dsn: str) -> None:
+    """Each run starts from empty tables (the harness verifies the previous run before this)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE pgjobs.jobs, enrichment_log")
+
+
+def enqueue_bulk(dsn: str, kind: str, n: int, queue: str = "default") -> Stopwatch:
+    """One transaction, the public bulk API; JobSpec construction is part of what is timed."""
+    with psycopg.connect(dsn) as conn:
+        with Stopwatch() as watch:
+            enqueue_many(conn, (JobSpec(kind=kind, queue=queue, payload={"seq": i}) for i in range(n)))
+            conn.commit()
+    return watch
+
+
+async def run_burst(bench: Bench, pool, dsn: str, concurrency: int, queue: str = "default") -> Stopwatch:
+    worker = Worker(pool, bench.registry, conninfo=dsn, limits=RateLimits(pool, {}), queues=[queue],
+                    concurrency=concurrency, burst=True)
+    with Stopwatch() as watch:
+        await worker.run()
+    return watch
+
+
+async def drain_like(args: Args, kind: str) -> dict:
+    """Warm up on a small batch of the same kind, reset, then time enqueue and drain of N."""
+    concurrency = args.setting("concurrency", DEFAULT_CONCURRENCY)
+    bench = Bench()
+    pool = await open_pool(args.dsn, max_size=4)
+    try:
+        roots = fanout_roots(args.n) if kind == "fan.root" else args.n
+        reset(args.dsn)
+        enqueue_bulk(args.dsn, kind, min(args.warmup, roots))
+        await run_burst(bench, pool, args.dsn, concurrency)
+        reset(args.dsn)
+        bench.executed.clear()
+        enq = enqueue_bulk(args.dsn, kind, roots)
+        watch = await run_burst(bench, pool, args.dsn, concurrency)
+    finally:
+        await pool.close()
+    total = roots * (1 + FANOUT_CHILDREN) if kind == "fan.root" else roots
+    return throughput(total, watch) | {
+        "enqueue_seconds": enq.seconds, "enqueue_rate": roots / enq.seconds, "roots": roots,
+        "executed": bench.executed, "setting": {"concurrency": concurrency},
+    }
+
+
+async def wake(args: Args) -> dict:
+    """Idle worker; single enqueues spaced 10-20 ms on another connection of the same process."""
+    concurrency = args.setting("concurrency", DEFAULT_CONCURRENCY)
+    bench = Bench()
+    reset(args.dsn)
+    pool = await open_pool(args.dsn, max_size=4)
+    worker = Worker(pool, bench.registry, conninfo=args.dsn, limits=RateLimits(pool, {}),
+                    concurrency=concurrency)
+    task = asyncio.create_task(worker.run())
+    sent: dict[int, float] = {}
+    try:
+        await asyncio.wait_for(worker.listener.connected.wait(), 10)
+        await asyncio.sleep(0.5)  # let the first poll pass: the worker is idle when we start
+        total = args.warmup + args.samples
+        async with await psycopg.AsyncConnection.connect(args.dsn, autocommit=True) as conn:
+            for seq in range(total):
+                sent[seq] = time.perf_counter()
+                await enqueue_async(conn, "wake", {"seq": seq})
+                await asyncio.sleep(spacing(args))
+        deadline = time.monotonic() + 10
+        while len(bench.started_at) < total and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+    finally:
+        worker.stop()
+        await task
+        await pool.close()
+    latencies = [(bench.started_at[s] - sent[s]) * 1000 for s in range(args.warmup, total) if s in bench.started_at]
+    return {"n": total, "latencies_ms": latencies, "executed": bench.executed,
+            "setting": {"concurrency": concurrency}}
+
+
+def procs(args: Args) -> dict:
+    """K worker processes drain N jobs; time from GO (after each warmed up) to the last one done."""
+    k, concurrency = args.setting("procs", 1), args.setting("concurrency", DEFAULT_CONCURRENCY)
+    reset(args.dsn)
+    for i in range(k):  # each child warms up on its own queue, so none of them goes cold
+        enqueue_bulk(args.dsn, "noop", args.warmup, queue=f"warmup-{i}")
+    cmd = [sys.executable, os.path.abspath(__file__), "_child", "--dsn", args.dsn, "--n", "0",
+           "--set", f"concurrency={concurrency}"]
+    children = [subprocess.Popen(cmd + ["--set", f"index={i}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                 text=True) for i in range(k)]
+    try:
+        for child in children:
+            if child.stdout.readline().strip() != "READY":
+                raise RuntimeError("a worker process died while warming up")
+        reset(args.dsn)
+        enq = enqueue_bulk(args.dsn, "noop", args.n)
+        start = time.time()
+        for child in children:
+            child.stdin.write("GO\n")
+            child.stdin.flush()
+        reports = [json.loads(child.stdout.readline()) for child in children]
+    finally:
+        for child in children:
+            child.stdin.close()
+            if child.wait(timeout=120) != 0:
+                raise RuntimeError(f"worker process exited with {child.returncode}")
+    seconds = max(r["end"] for r in reports) - start
+    return {"n": args.n, "seconds": seconds, "rate": args.n / seconds,
+            "cpu_seconds": sum(r["cpu_seconds"] for r in reports),
+            "enqueue_seconds": enq.seconds, "enqueue_rate": args.n / enq.seconds,
+            "per_process": [len(r["executed"]) for r in reports],
+            "executed": [job_id for r in reports for job_id in r["executed"]],
+            "setting": {"procs": k, "concurrency": concurrency}}
+
+
+async def child(args: Args) -> None:
+    concurrency = args.setting("concurrency", DEFAULT_CONCURRENCY)
+    bench = Bench()
+    pool = await open_pool(args.dsn, max_size=4)
+    try:
+        await run_burst(bench, pool, args.dsn, concurrency, queue=f"warmup-{args.setting('index', 0)}")
+        bench.executed.clear()
+        print("READY", flush=True)
+        if (await asyncio.to_thread(sys.stdin.readline)).strip() != "GO":
+            return
+        watch = await run_burst(bench, pool, args.dsn, concurrency)
+        print(json.dumps({"end": time.time(), "cpu_seconds": watch.cpu_seconds, "executed": bench.executed}),
+              flush=True)
+    finally:
+        await pool.close()
+
+
+def main() -> None:
+    args = parse_args(WORKLOADS)
+    if args.workload == "_child":
+        asyncio.run(child(args))
+        return
+    migrations.migrate(args.dsn)  # the harness gives us a fresh database; a migrated one is a no-op
+    if args.workload == "procs":
+        emit(procs(args))
+    elif args.workload == "wake":
+        emit(asyncio.run(wake(args)))
+    else:
+        kind = {"drain": "noop", "audited": "audited", "fanout": "fan.root"}[args.workload]
+        emit(asyncio.run(drain_like(args, kind)))
+
+
+if __name__ == "__main__":
+    main()
