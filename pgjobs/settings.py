@@ -65,6 +65,7 @@ class Settings(BaseSettings):
     spotify_accounts_url: str = "https://accounts.spotify.com"
     spotify_client_id: str | None = None
     spotify_client_secret: SecretStr | None = None
+    spotify_market: str = "US"  # client-credentials searches see nothing without a market
 
     @field_validator("rate_limits")
     @classmethod

@@ -172,13 +172,14 @@ class Spotify(BaseProvider):
 
     async def album_tracks(self, album_id: str, *, market: str | None = None) -> list[SpotifyTrack]:
         """Every track of an album, following `next` (one request per 50 tracks)."""
-        url: str | None = self._api_url(f"/albums/{album_id}/tracks")
-        params: dict[str, Any] | None = {"limit": 50, "offset": 0, "market": market or self._settings.spotify_market}
+        url = self._api_url(f"/albums/{album_id}/tracks")
+        params: dict[str, Any] = {"limit": 50, "offset": 0, "market": market or self._settings.spotify_market}
         tracks: list[SpotifyTrack] = []
         for _page in range(MAX_PAGES):
-            if url is None:
-                break
             page = self._json(await self._api_get(url, params), Paging[SpotifyTrack])
             tracks.extend(page.items)
-            url, params = page.next, None  # `next` already carries limit/offset/market
+            if not page.next:
+                break
+            # Take only the paging parameters from `next`: the bearer token goes to our base URL only.
+            params = dict(httpx.URL(page.next).params)
         return tracks

@@ -22,7 +22,7 @@ import time
 import psycopg
 
 from pgjobs import migrations
-from pgjobs.queue import Complete, JobSpec, RateLimits, Registry, Worker, enqueue_async, enqueue_many
+from pgjobs.queue import Complete, JobSpec, RateLimits, Registry, Worker, WorkerHooks, enqueue_async, enqueue_many
 from protocol import (
     FANOUT_CHILDREN, LOG_INSERT, Args, Stopwatch, emit, fanout_roots, log_values, parse_args, spacing,
     throughput,
@@ -48,6 +48,7 @@ class Bench:
     def __init__(self) -> None:
         self.executed: list[int] = []
         self.started_at: dict[int, float] = {}  # wake-up: seq -> perf_counter at handler start
+        self.last_finished = 0.0  # time.time() when the worker last wrote an outcome
         self.registry = Registry()
         self.registry.register("noop", self.noop)
         self.registry.register("audited", self.audited)
@@ -102,8 +103,11 @@ def enqueue_bulk(dsn: str, kind: str, n: int, queue: str = "default") -> Stopwat
 
 
 async def run_burst(bench: Bench, pool, dsn: str, concurrency: int, queue: str = "default") -> Stopwatch:
+    def finished(item) -> None:
+        bench.last_finished = time.time()
+
     worker = Worker(pool, bench.registry, conninfo=dsn, limits=RateLimits(pool, {}), queues=[queue],
-                    concurrency=concurrency, burst=True)
+                    concurrency=concurrency, burst=True, hooks=WorkerHooks(finished=finished))
     with Stopwatch() as watch:
         await worker.run()
     return watch
@@ -189,8 +193,11 @@ def procs(args: Args) -> dict:
             child.stdin.close()
             if child.wait(timeout=120) != 0:
                 raise RuntimeError(f"worker process exited with {child.returncode}")
+    # Measured to the last completion written, not to the last process exit: a burst worker that
+    # runs out of work while others still hold jobs sleeps up to a poll interval before it exits.
     seconds = max(r["end"] for r in reports) - start
     return {"n": args.n, "seconds": seconds, "rate": args.n / seconds,
+            "seconds_to_exit": max(r["exit"] for r in reports) - start,
             "cpu_seconds": sum(r["cpu_seconds"] for r in reports),
             "enqueue_seconds": enq.seconds, "enqueue_rate": args.n / enq.seconds,
             "per_process": [len(r["executed"]) for r in reports],
@@ -209,8 +216,8 @@ async def child(args: Args) -> None:
         if (await asyncio.to_thread(sys.stdin.readline)).strip() != "GO":
             return
         watch = await run_burst(bench, pool, args.dsn, concurrency)
-        print(json.dumps({"end": time.time(), "cpu_seconds": watch.cpu_seconds, "executed": bench.executed}),
-              flush=True)
+        print(json.dumps({"end": bench.last_finished, "exit": time.time(), "cpu_seconds": watch.cpu_seconds,
+                          "executed": bench.executed}), flush=True)
     finally:
         await pool.close()
 

