@@ -112,3 +112,17 @@ def conn(shared_dsn: str) -> Iterator[psycopg.Connection]:
     with psycopg.connect(shared_dsn) as connection:
         yield connection
         connection.rollback()
+
+
+async def claim(aconn, *, queues=("default",), limit=10, lease_seconds=30.0, worker_id="test"):
+    """Claim jobs exactly as a worker does (the worker's own statement)."""
+    from pgjobs.queue.jobs import Job, Q
+
+    cur = await aconn.execute(Q["claim_jobs"], {"queues": list(queues), "limit": limit,
+                                                "lease_seconds": lease_seconds, "worker_id": worker_id})
+    return sorted((Job(*row) for row in await cur.fetchall()), key=lambda j: (j.priority, j.run_at, j.id))
+
+
+@pytest.fixture
+def claim_jobs():
+    return claim

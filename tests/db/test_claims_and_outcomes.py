@@ -1,0 +1,174 @@
+"""Claims (order, SKIP LOCKED, plan) and fenced outcomes: complete, retry, snooze, discard."""
+
+import asyncio
+from datetime import timedelta
+
+import psycopg
+import pytest
+
+from pgjobs.queue import Complete, Discard, JobSpec, LeaseLost, Retry, Snooze, enqueue, enqueue_many, record_outcome
+from pgjobs.queue.jobs import Q
+
+
+@pytest.fixture
+async def aconn(fresh_dsn):
+    async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as c:
+        yield c
+
+
+def _enqueue(dsn, *specs):
+    with psycopg.connect(dsn) as conn:
+        return [enqueue(conn, s.kind, s.payload, **{k: getattr(s, k) for k in (
+            "queue", "priority", "delay", "max_attempts", "backoff_base_ms", "backoff_cap_ms")}).id for s in specs]
+
+
+async def _state(aconn, job_id):
+    cur = await aconn.execute("SELECT state::text, attempt, snoozes, run_at - now(), last_error, finished_at IS NOT NULL,"
+                              " lease_token FROM pgjobs.jobs WHERE id = %s", (job_id,))
+    return await cur.fetchone()
+
+
+async def test_claim_takes_priority_then_run_at_then_id_and_skips_future_jobs(fresh_dsn, aconn, claim_jobs):
+    late, low, high, first, future = _enqueue(
+        fresh_dsn, JobSpec(kind="noop", priority=5), JobSpec(kind="noop", priority=9),
+        JobSpec(kind="noop", priority=-1), JobSpec(kind="noop", priority=5), JobSpec(kind="noop", delay=3600))
+    jobs = await claim_jobs(aconn, limit=10)
+    assert [j.id for j in jobs] == [high, late, first, low]
+    assert all(j.attempt == 1 and j.lease_token is not None for j in jobs)
+    assert future not in {j.id for j in jobs}
+
+
+async def test_claim_is_limited_to_the_requested_queues(fresh_dsn, aconn, claim_jobs):
+    a, b = _enqueue(fresh_dsn, JobSpec(kind="noop", queue="a"), JobSpec(kind="noop", queue="b"))
+    assert [j.id for j in await claim_jobs(aconn, queues=["b"])] == [b]
+
+
+async def test_two_connections_never_claim_the_same_job(fresh_dsn, claim_jobs):
+    with psycopg.connect(fresh_dsn) as conn:
+        enqueue_many(conn, [JobSpec(kind="noop") for _ in range(300)])
+    async def claimer():
+        async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as c:
+            got = []
+            while batch := await claim_jobs(c, limit=7):
+                got += [j.id for j in batch]
+            return got
+    results = await asyncio.gather(*(claimer() for _ in range(4)))
+    claimed = [i for r in results for i in r]
+    assert len(claimed) == 300 and len(set(claimed)) == 300
+    assert sum(1 for r in results if r) >= 2  # they really did claim side by side
+
+
+def test_claim_plan_uses_the_runnable_index_after_a_bulk_load(fresh_dsn):
+    with psycopg.connect(fresh_dsn) as conn:
+        enqueue_many(conn, [JobSpec(kind="noop") for _ in range(20_000)])
+        conn.execute("UPDATE pgjobs.jobs SET state = 'succeeded', finished_at = now() WHERE id % 50 <> 0")
+        conn.commit()
+        conn.execute("ANALYZE pgjobs.jobs")
+        plan = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN " + Q["claim_jobs"],
+            {"queues": ["default"], "limit": 10, "lease_seconds": 30, "worker_id": "x"}).fetchall())
+    assert "jobs_runnable_idx" in plan, plan
+    assert "Seq Scan" not in plan, plan
+
+
+async def test_complete_clears_the_lease(fresh_dsn, aconn, claim_jobs):
+    (job_id,) = _enqueue(fresh_dsn, JobSpec(kind="noop"))
+    (job,) = await claim_jobs(aconn)
+    async with aconn.transaction():
+        assert await record_outcome(aconn, job, Complete()) == "succeeded"
+    state, attempt, _, _, error, finished, token = await _state(aconn, job_id)
+    assert (state, attempt, error, finished, token) == ("succeeded", 1, None, True, None)
+
+
+async def test_retry_backs_off_exponentially_then_fails_when_attempts_are_spent(fresh_dsn, aconn, claim_jobs):
+    (job_id,) = _enqueue(fresh_dsn, JobSpec(kind="noop", max_attempts=2, backoff_base_ms=60_000))
+    (job,) = await claim_jobs(aconn)
+    async with aconn.transaction():
+        assert await record_outcome(aconn, job, Retry("boom")) == "queued"
+    state, attempt, _, wait, error, finished, _ = await _state(aconn, job_id)
+    assert (state, attempt, error, finished) == ("queued", 1, "boom", False)
+    assert timedelta(seconds=44) < wait < timedelta(seconds=76)  # 60 s ± 25 % jitter
+    await aconn.execute("UPDATE pgjobs.jobs SET run_at = now() WHERE id = %s", (job_id,))
+    (job,) = await claim_jobs(aconn)
+    async with aconn.transaction():
+        assert await record_outcome(aconn, job, Retry("boom again")) == "failed"
+    state, attempt, _, _, error, finished, _ = await _state(aconn, job_id)
+    assert (state, attempt, error, finished) == ("failed", 2, "boom again", True)
+    cur = await aconn.execute("SELECT errors FROM pgjobs.jobs WHERE id = %s", (job_id,))
+    assert [e["error"] for e in (await cur.fetchone())[0]] == ["boom", "boom again"]
+
+
+async def test_snooze_does_not_spend_an_attempt(fresh_dsn, aconn, claim_jobs):
+    (job_id,) = _enqueue(fresh_dsn, JobSpec(kind="noop", max_attempts=1))
+    for _ in range(3):
+        await aconn.execute("UPDATE pgjobs.jobs SET run_at = now() WHERE id = %s", (job_id,))
+        (job,) = await claim_jobs(aconn)
+        async with aconn.transaction():
+            assert await record_outcome(aconn, job, Snooze(120, "rate limited")) == "queued"
+    state, attempt, snoozes, wait, *_ = await _state(aconn, job_id)
+    assert (state, attempt, snoozes) == ("queued", 3, 3)
+    assert timedelta(seconds=115) < wait <= timedelta(seconds=120)
+    await aconn.execute("UPDATE pgjobs.jobs SET run_at = now() WHERE id = %s", (job_id,))
+    (job,) = await claim_jobs(aconn)
+    assert (job.attempt, job.attempt - job.snoozes) == (4, 1)  # the 4th run is its first real attempt
+
+
+async def test_discard_is_terminal_at_once(fresh_dsn, aconn, claim_jobs):
+    (job_id,) = _enqueue(fresh_dsn, JobSpec(kind="noop", max_attempts=5))
+    (job,) = await claim_jobs(aconn)
+    async with aconn.transaction():
+        assert await record_outcome(aconn, job, Discard("album 9 does not exist")) == "failed"
+    assert (await _state(aconn, job_id))[:2] == ("failed", 1)
+
+
+async def test_outcome_write_commits_with_the_outcome_and_children_link_to_the_root(fresh_dsn, aconn, claim_jobs):
+    await aconn.execute("CREATE TABLE effects (job_id bigint, note text)")
+    (root_id,) = _enqueue(fresh_dsn, JobSpec(kind="noop"))
+    (root,) = await claim_jobs(aconn)
+
+    async def spawn(tx):
+        await tx.execute("INSERT INTO effects VALUES (%s, 'root')", (tx.job.id,))
+        child = await tx.enqueue_child("noop", {"level": 1}, priority=2)
+        assert child.root_id == root_id
+
+    async with aconn.transaction():
+        await record_outcome(aconn, root, Complete(spawn))
+    (child,) = await claim_jobs(aconn)
+    assert (child.parent_id, child.root_id, child.payload) == (root_id, root_id, {"level": 1})
+
+    async def spawn_grandchild(tx):
+        await tx.enqueue_child("noop", {"level": 2})
+
+    async with aconn.transaction():
+        await record_outcome(aconn, child, Complete(spawn_grandchild))
+    (grandchild,) = await claim_jobs(aconn)
+    # Flat lineage: the grandchild's root is the root, its parent the child.
+    assert (grandchild.parent_id, grandchild.root_id) == (child.id, root_id)
+    cur = await aconn.execute("SELECT id FROM pgjobs.jobs WHERE root_id = %s ORDER BY id", (root_id,))
+    assert [r[0] for r in await cur.fetchall()] == [root_id, child.id, grandchild.id]
+
+
+async def test_fenced_out_outcome_raises_and_rolls_back_the_whole_transaction(fresh_dsn, aconn, claim_jobs):
+    await aconn.execute("CREATE TABLE effects (job_id bigint, note text)")
+    (job_id,) = _enqueue(fresh_dsn, JobSpec(kind="noop"))
+    (stale,) = await claim_jobs(aconn, worker_id="A", lease_seconds=0.01)
+    # Worker A's lease expires; the rescuer re-queues the job and worker B claims it.
+    await aconn.execute("SELECT pg_sleep(0.02)")
+    await aconn.execute(Q["rescue_expired"], {"limit": 10})
+    (fresh,) = await claim_jobs(aconn, worker_id="B")
+    assert fresh.id == job_id and fresh.lease_token != stale.lease_token and fresh.attempt == 2
+
+    async def late_write(tx):
+        await tx.execute("INSERT INTO effects VALUES (%s, 'late child')", (tx.job.id,))
+        await tx.enqueue_child("noop")
+
+    with pytest.raises(LeaseLost, match=f"job {job_id}"):
+        async with aconn.transaction():
+            await aconn.execute("INSERT INTO effects VALUES (%s, 'written before the outcome')", (job_id,))
+            await record_outcome(aconn, stale, Complete(late_write))
+    cur = await aconn.execute("SELECT count(*) FROM effects")
+    assert (await cur.fetchone())[0] == 0
+    cur = await aconn.execute("SELECT count(*) FROM pgjobs.jobs WHERE root_id = %s", (job_id,))
+    assert (await cur.fetchone())[0] == 1  # no child was spawned
+    async with aconn.transaction():
+        assert await record_outcome(aconn, fresh, Complete()) == "succeeded"

@@ -1,0 +1,232 @@
+"""The worker in-process: outcomes, group commit, wake-ups, leases, shutdown (events, not sleeps)."""
+
+import asyncio
+import logging
+import time
+from contextlib import asynccontextmanager
+
+import psycopg
+import pytest
+
+from pgjobs.database import open_pool
+from pgjobs.queue import (Complete, Discard, JobSpec, RateLimits, Registry, Retry, Snooze, Worker, WorkerHooks,
+                          default_registry, enqueue, enqueue_many)
+
+
+@asynccontextmanager
+async def running_worker(dsn, registry, **options):
+    """Start a Worker; yield (worker, finished queue); stop it and prove it stopped."""
+    pool = await open_pool(dsn, max_size=4)
+    finished: asyncio.Queue = asyncio.Queue()
+    claimed: asyncio.Queue = asyncio.Queue()
+    hooks = WorkerHooks(claimed=lambda jobs: [claimed.put_nowait(j) for j in jobs], finished=finished.put_nowait)
+    worker = Worker(pool, registry, conninfo=dsn, limits=RateLimits(pool, {}), hooks=hooks, **options)
+    worker.claimed_queue = claimed
+    task = asyncio.create_task(worker.run())
+    try:
+        yield worker, finished
+    finally:
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 10)
+        await pool.close()
+
+
+async def take(queue: asyncio.Queue, n: int, timeout: float = 10.0) -> list:
+    return [await asyncio.wait_for(queue.get(), timeout) for _ in range(n)]
+
+
+def _enqueue(dsn, kind, payload=None, **options):
+    with psycopg.connect(dsn) as conn:
+        return enqueue(conn, kind, payload or {}, **options).id
+
+
+def _job(dsn, job_id):
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT state::text, attempt, snoozes, last_error FROM pgjobs.jobs WHERE id = %s",
+                            (job_id,)).fetchone()
+
+
+async def test_burst_drains_every_job_once_and_logs_each_outcome(fresh_dsn, caplog):
+    with psycopg.connect(fresh_dsn) as conn:
+        enqueue_many(conn, [JobSpec(kind="noop", payload={"sleep_ms": i % 3}) for i in range(250)])
+    pool = await open_pool(fresh_dsn)
+    worker = Worker(pool, default_registry(), conninfo=fresh_dsn, limits=RateLimits(pool, {}),
+                    concurrency=40, burst=True)
+    with caplog.at_level(logging.INFO, logger="pgjobs"):
+        await asyncio.wait_for(worker.run(), 30)
+    await pool.close()
+    with psycopg.connect(fresh_dsn) as conn:
+        assert conn.execute("SELECT state::text, attempt, count(*) FROM pgjobs.jobs GROUP BY 1, 2").fetchall() == [
+            ("succeeded", 1, 250)]
+    lines = [r for r in caplog.records if r.getMessage() == "outcome"]
+    assert len(lines) == 250
+    assert {(r.kind, r.outcome, r.state, r.attempt) for r in lines} == {("noop", "complete", "succeeded", 1)}
+    assert all(r.job_id == r.root_id and r.duration_ms >= 0 for r in lines)
+
+
+async def test_unknown_kind_and_bad_payload_fail_terminally_and_the_worker_goes_on(fresh_dsn):
+    unknown = _enqueue(fresh_dsn, "no_such_kind", max_attempts=5)
+    bad = _enqueue(fresh_dsn, "noop", {"sleep_ms": "soon"}, max_attempts=5)
+    good = _enqueue(fresh_dsn, "noop")
+    async with running_worker(fresh_dsn, default_registry()) as (_, finished):
+        await take(finished, 3)
+    assert _job(fresh_dsn, unknown)[:2] == ("failed", 1)
+    assert "unknown job kind 'no_such_kind'" in _job(fresh_dsn, unknown)[3]
+    state, attempt, _, error = _job(fresh_dsn, bad)
+    assert (state, attempt) == ("failed", 1) and "invalid payload for noop: sleep_ms" in error
+    assert _job(fresh_dsn, good)[:2] == ("succeeded", 1)
+
+
+async def test_exceptions_retry_and_outcomes_steer_the_job(fresh_dsn):
+    registry = Registry()
+    runs: dict[str, int] = {}
+
+    async def flaky(ctx):
+        runs[ctx.payload["name"]] = runs.get(ctx.payload["name"], 0) + 1
+        name = ctx.payload["name"]
+        if name == "raise":
+            raise ValueError("upstream exploded")
+        if name == "snooze":
+            raise Snooze(3600, "429 Retry-After 3600")
+        if name == "discard":
+            return Discard("entity missing")
+        return Retry("try later", delay=3600)
+
+    registry.register("flaky", flaky)
+    ids = {n: _enqueue(fresh_dsn, "flaky", {"name": n}, max_attempts=3) for n in ("raise", "snooze", "discard", "retry")}
+    async with running_worker(fresh_dsn, registry) as (_, finished):
+        await take(finished, 4)
+    assert _job(fresh_dsn, ids["raise"]) == ("queued", 1, 0, "ValueError: upstream exploded")
+    assert _job(fresh_dsn, ids["snooze"]) == ("queued", 1, 1, "429 Retry-After 3600")
+    assert _job(fresh_dsn, ids["discard"]) == ("failed", 1, 0, "entity missing")
+    assert _job(fresh_dsn, ids["retry"]) == ("queued", 1, 0, "try later")
+
+
+async def test_one_failing_write_does_not_sink_the_other_jobs_of_its_group(fresh_dsn):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE effects (job_id bigint PRIMARY KEY)")
+    registry = Registry()
+    release = asyncio.Event()
+
+    async def writer(ctx):
+        await release.wait()  # finish together so the completer writes them as one group
+
+        async def write(tx):
+            if ctx.payload.get("bad"):
+                await tx.execute("INSERT INTO no_such_table VALUES (1)")
+            await tx.execute("INSERT INTO effects VALUES (%s)", (tx.job.id,))
+        return Complete(write)
+
+    registry.register("writer", writer)
+    ids = [_enqueue(fresh_dsn, "writer", {"bad": i == 2}) for i in range(5)]
+    async with running_worker(fresh_dsn, registry, concurrency=10) as (worker, finished):
+        await take(worker.claimed_queue, 5)
+        release.set()
+        await take(finished, 5)
+    with psycopg.connect(fresh_dsn) as conn:
+        effects = {r[0] for r in conn.execute("SELECT job_id FROM effects").fetchall()}
+    assert effects == set(ids) - {ids[2]}
+    state, attempt, _, error = _job(fresh_dsn, ids[2])
+    assert (state, attempt) == ("queued", 1) and "completion write failed: UndefinedTable" in error
+    assert all(_job(fresh_dsn, i)[0] == "succeeded" for i in ids if i != ids[2])
+
+
+async def test_notify_wakes_an_idle_worker_fast_even_after_its_listener_is_killed(fresh_dsn):
+    async with running_worker(fresh_dsn, default_registry(), poll_interval=30.0) as (worker, finished):
+        await asyncio.wait_for(worker.listener.connected.wait(), 10)
+        for round_ in range(2):
+            if round_ == 1:  # kill the listener's backend; it must notice, reconnect and re-LISTEN
+                old_pid = worker.listener.backend_pid
+                worker.listener.connected.clear()
+                with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+                    conn.execute("SELECT pg_terminate_backend(%s)", (old_pid,))
+                await asyncio.wait_for(worker.listener.connected.wait(), 15)
+                assert worker.listener.backend_pid != old_pid and worker.listener.reconnects >= 1
+            await asyncio.sleep(0)  # let the producer settle back into its 30 s wait
+            started = time.perf_counter()
+            _enqueue(fresh_dsn, "noop")
+            await take(finished, 1, timeout=5)
+            assert time.perf_counter() - started < 1.0
+
+
+async def test_heartbeat_keeps_a_long_job_leased_past_its_lease_length(fresh_dsn):
+    job_id = _enqueue(fresh_dsn, "noop", {"sleep_ms": 2500})
+    async with running_worker(fresh_dsn, default_registry(), lease_seconds=0.9) as (_, finished):
+        (item,) = await take(finished, 1)
+    assert item.state == "succeeded"
+    assert _job(fresh_dsn, job_id)[:2] == ("succeeded", 1)  # never rescued, never re-run
+
+
+async def test_rescuer_requeues_an_expired_lease_and_runs_the_kinds_hook_in_its_transaction(fresh_dsn):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE lost (job_id bigint, attempt int)")
+        job_id = enqueue(conn, "noop", {}).id
+        # A worker that claimed it and died: running, lease already expired.
+        conn.execute("UPDATE pgjobs.jobs SET state = 'running', attempt = 1, lease_token = gen_random_uuid(),"
+                     " lease_expires_at = now() - interval '1 second', worker_id = 'dead' WHERE id = %s", (job_id,))
+
+    async def record_lost(tx, row):
+        await tx.execute("INSERT INTO lost VALUES (%s, %s)", (row["id"], row["attempt"]))
+
+    registry = Registry()
+    registry.register("noop", lambda ctx: None, on_lease_expired=record_lost)
+    async with running_worker(fresh_dsn, registry) as (_, finished):
+        (item,) = await take(finished, 1)
+    assert item.job.attempt == 2 and item.state == "succeeded"
+    with psycopg.connect(fresh_dsn) as conn:
+        assert conn.execute("SELECT * FROM lost").fetchall() == [(job_id, 1)]
+        (errors,) = conn.execute("SELECT errors FROM pgjobs.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert errors[0]["outcome"] == "lease_expired" and errors[0]["worker"] == "dead"
+
+
+async def test_a_job_cancelled_while_running_cannot_commit(fresh_dsn):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE effects (job_id bigint)")
+    registry = Registry()
+    release = asyncio.Event()
+
+    async def slow(ctx):
+        await release.wait()
+        return Complete(lambda tx: tx.execute("INSERT INTO effects VALUES (%s)", (tx.job.id,)))
+
+    registry.register("slow", slow)
+    job_id = _enqueue(fresh_dsn, "slow")
+    async with running_worker(fresh_dsn, registry) as (worker, finished):
+        await take(worker.claimed_queue, 1)
+        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+            from pgjobs.queue import admin
+            assert admin.cancel(conn, job_id) == [job_id]
+        release.set()
+        (item,) = await take(finished, 1)
+    assert item.state is None  # lease lost: nothing committed
+    assert _job(fresh_dsn, job_id)[0] == "cancelled"
+    with psycopg.connect(fresh_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM effects").fetchone()[0] == 0
+
+
+async def test_stop_finishes_in_flight_jobs_within_grace_and_hands_back_the_rest(fresh_dsn):
+    registry = Registry()
+    quick_release = asyncio.Event()
+
+    async def job(ctx):
+        if ctx.payload["quick"]:
+            await quick_release.wait()
+        else:
+            await asyncio.Event().wait()  # never finishes by itself
+
+    registry.register("job", job)
+    quick = _enqueue(fresh_dsn, "job", {"quick": True})
+    stuck = _enqueue(fresh_dsn, "job", {"quick": False})
+    pool = await open_pool(fresh_dsn)
+    claimed = asyncio.Queue()
+    worker = Worker(pool, registry, conninfo=fresh_dsn, limits=RateLimits(pool, {}), shutdown_grace=0.5,
+                    hooks=WorkerHooks(claimed=lambda jobs: [claimed.put_nowait(j) for j in jobs]))
+    task = asyncio.create_task(worker.run())
+    await take(claimed, 2)
+    worker.stop()
+    quick_release.set()
+    await asyncio.wait_for(task, 10)
+    await pool.close()
+    assert _job(fresh_dsn, quick)[:2] == ("succeeded", 1)
+    state, attempt, snoozes, error = _job(fresh_dsn, stuck)
+    assert (state, attempt - snoozes) == ("queued", 0) and "handed back" in error
