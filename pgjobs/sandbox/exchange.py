@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import Message
 from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qsl
 
 from pgjobs.sandbox.fixtures import Fixture, FixtureSet
 
@@ -77,6 +78,54 @@ class SandboxState:
             return True
 
 
+@dataclass(frozen=True)
+class FormField:
+    value: bytes
+    filename: str | None = None
+    content_type: str | None = None
+
+    @property
+    def text(self) -> str:
+        return self.value.decode("utf-8", errors="replace")
+
+
+def _header_params(value: str) -> Message:
+    message = Message()
+    message["content-type"] = value
+    return message
+
+
+def parse_form(content_type: str | None, body: bytes) -> dict[str, FormField] | None:
+    """Fields of a urlencoded or multipart/form-data body; None for any other body."""
+    kind = (content_type or "").split(";")[0].strip().lower()
+    if kind == "application/x-www-form-urlencoded":
+        pairs = parse_qsl(body.decode("utf-8", errors="replace"), keep_blank_values=True)
+        return {k: FormField(v.encode()) for k, v in pairs}
+    if kind != "multipart/form-data":
+        return None
+    boundary = _header_params(content_type or "").get_param("boundary")
+    if not isinstance(boundary, str) or not boundary:
+        return None
+    fields: dict[str, FormField] = {}
+    # Split on the boundary ourselves: the email parser may rewrite line endings inside binary parts.
+    for chunk in body.split(b"--" + boundary.encode())[1:]:
+        if chunk.startswith(b"--"):
+            break
+        head, _, data = chunk.removeprefix(b"\r\n").partition(b"\r\n\r\n")
+        data = data.removesuffix(b"\r\n")
+        part_headers = Message()
+        for line in head.decode("utf-8", errors="replace").split("\r\n"):
+            name, sep, value = line.partition(":")
+            if sep:
+                part_headers[name.strip()] = value.strip()
+        name = part_headers.get_param("name", header="content-disposition")
+        if isinstance(name, str):
+            filename = part_headers.get_param("filename", header="content-disposition")
+            fields[name] = FormField(data, filename if isinstance(filename, str) else None,
+                                     part_headers.get("content-type"))
+    return fields
+
+
 @dataclass
 class Exchange:
     """One incoming request as an API handler sees it (path without the sandbox's API prefix)."""
@@ -88,6 +137,7 @@ class Exchange:
     body: bytes
     base_url: str  # http://host:port of the sandbox as the client addressed it
     state: SandboxState
+    form: dict[str, FormField] | None = None
 
     def arg(self, name: str) -> str | None:
         values = self.query.get(name)
