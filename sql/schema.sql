@@ -68,6 +68,178 @@ CREATE TABLE pgjobs.schema_migrations (
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE public.album (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    title text NOT NULL,
+    musicbrainz_id uuid,
+    release_date text,
+    cover_art_url text,
+    cloudflare_image_id text,
+    genres text[] DEFAULT '{}'::text[] NOT NULL,
+    data_quality text DEFAULT 'LOW'::text NOT NULL,
+    enriched_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT album_data_quality_check CHECK ((data_quality = ANY (ARRAY['LOW'::text, 'MEDIUM'::text, 'HIGH'::text])))
+);
+
+CREATE TABLE public.album_artist (
+    album_id uuid NOT NULL,
+    artist_id uuid NOT NULL,
+    "position" integer NOT NULL,
+    join_phrase text DEFAULT ''::text NOT NULL
+);
+
+CREATE TABLE public.artist (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    name text NOT NULL,
+    sort_name text,
+    musicbrainz_id uuid,
+    discogs_id text,
+    image_url text,
+    cloudflare_image_id text,
+    profile text,
+    genres text[] DEFAULT '{}'::text[] NOT NULL,
+    data_quality text DEFAULT 'LOW'::text NOT NULL,
+    enriched_at timestamp with time zone,
+    created_at timestamp with time zone DEFAULT now() NOT NULL,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT artist_data_quality_check CHECK ((data_quality = ANY (ARRAY['LOW'::text, 'MEDIUM'::text, 'HIGH'::text])))
+);
+
+CREATE TABLE public.enrichment_log (
+    id bigint NOT NULL,
+    entity_type text NOT NULL,
+    entity_id uuid,
+    operation text NOT NULL,
+    sources text[] DEFAULT '{}'::text[] NOT NULL,
+    status text NOT NULL,
+    reason text,
+    fields_enriched text[] DEFAULT '{}'::text[] NOT NULL,
+    data_quality_before text,
+    data_quality_after text,
+    duration_ms integer,
+    api_call_count integer DEFAULT 0 NOT NULL,
+    metadata jsonb DEFAULT '{}'::jsonb NOT NULL,
+    error_message text,
+    error_code text,
+    job_id bigint,
+    parent_job_id bigint,
+    is_root_job boolean DEFAULT false NOT NULL,
+    attempt integer,
+    triggered_by text,
+    created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT enrichment_log_data_quality_after_check CHECK ((data_quality_after = ANY (ARRAY['LOW'::text, 'MEDIUM'::text, 'HIGH'::text]))),
+    CONSTRAINT enrichment_log_data_quality_before_check CHECK ((data_quality_before = ANY (ARRAY['LOW'::text, 'MEDIUM'::text, 'HIGH'::text]))),
+    CONSTRAINT enrichment_log_entity_type_check CHECK ((entity_type = ANY (ARRAY['ALBUM'::text, 'ARTIST'::text, 'TRACK'::text]))),
+    CONSTRAINT enrichment_log_legacy_is_unlinked CHECK (((job_id IS NOT NULL) OR ((NOT is_root_job) AND (parent_job_id IS NULL)))),
+    CONSTRAINT enrichment_log_linked CHECK (((job_id IS NULL) OR is_root_job OR (parent_job_id IS NOT NULL))),
+    CONSTRAINT enrichment_log_root_has_no_parent CHECK ((NOT (is_root_job AND (parent_job_id IS NOT NULL)))),
+    CONSTRAINT enrichment_log_status_check CHECK ((status = ANY (ARRAY['SUCCESS'::text, 'PARTIAL_SUCCESS'::text, 'FAILED'::text, 'SKIPPED'::text, 'NO_DATA_AVAILABLE'::text])))
+);
+
+ALTER TABLE public.enrichment_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTITY (
+    SEQUENCE NAME public.enrichment_log_id_seq
+    START WITH 1
+    INCREMENT BY 1
+    NO MINVALUE
+    NO MAXVALUE
+    CACHE 1
+);
+
+CREATE VIEW public.enrichment_timeline AS
+ SELECT COALESCE(parent_job_id, job_id) AS root_job_id,
+    id,
+    job_id,
+    parent_job_id,
+    is_root_job,
+    attempt,
+    operation,
+    entity_type,
+    entity_id,
+    status,
+    reason,
+    sources,
+    fields_enriched,
+    data_quality_before,
+    data_quality_after,
+    duration_ms,
+    api_call_count,
+    error_code,
+    error_message,
+    metadata,
+    triggered_by,
+    created_at
+   FROM public.enrichment_log l
+  WHERE (job_id IS NOT NULL);
+
+CREATE VIEW public.enrichment_roots AS
+ WITH latest AS (
+         SELECT DISTINCT ON (enrichment_timeline.job_id) enrichment_timeline.job_id,
+            enrichment_timeline.root_job_id,
+            enrichment_timeline.is_root_job,
+            enrichment_timeline.entity_type,
+            enrichment_timeline.entity_id,
+            enrichment_timeline.operation,
+            enrichment_timeline.status,
+            enrichment_timeline.triggered_by
+           FROM public.enrichment_timeline
+          ORDER BY enrichment_timeline.job_id, enrichment_timeline.created_at DESC, enrichment_timeline.id DESC
+        ), totals AS (
+         SELECT enrichment_timeline.root_job_id,
+            min(enrichment_timeline.created_at) AS first_activity_at,
+            max(enrichment_timeline.created_at) AS last_activity_at,
+            count(*) FILTER (WHERE enrichment_timeline.is_root_job) AS root_attempts,
+            sum(enrichment_timeline.duration_ms) AS total_duration_ms,
+            sum(enrichment_timeline.api_call_count) AS total_api_calls
+           FROM public.enrichment_timeline
+          GROUP BY enrichment_timeline.root_job_id
+        ), descendants AS (
+         SELECT latest.root_job_id,
+            count(*) AS descendants,
+            count(*) FILTER (WHERE (latest.status = 'SUCCESS'::text)) AS descendants_success,
+            count(*) FILTER (WHERE (latest.status = 'PARTIAL_SUCCESS'::text)) AS descendants_partial,
+            count(*) FILTER (WHERE (latest.status = 'SKIPPED'::text)) AS descendants_skipped,
+            count(*) FILTER (WHERE (latest.status = 'NO_DATA_AVAILABLE'::text)) AS descendants_no_data,
+            count(*) FILTER (WHERE (latest.status = 'FAILED'::text)) AS descendants_failed
+           FROM latest
+          WHERE (NOT latest.is_root_job)
+          GROUP BY latest.root_job_id
+        )
+ SELECT r.root_job_id,
+    r.entity_type,
+    r.entity_id,
+    r.operation,
+    r.status AS latest_status,
+    r.triggered_by,
+    t.first_activity_at,
+    t.last_activity_at,
+    t.root_attempts,
+    COALESCE(d.descendants, (0)::bigint) AS descendants,
+    COALESCE(d.descendants_success, (0)::bigint) AS descendants_success,
+    COALESCE(d.descendants_partial, (0)::bigint) AS descendants_partial,
+    COALESCE(d.descendants_skipped, (0)::bigint) AS descendants_skipped,
+    COALESCE(d.descendants_no_data, (0)::bigint) AS descendants_no_data,
+    COALESCE(d.descendants_failed, (0)::bigint) AS descendants_failed,
+    t.total_duration_ms,
+    t.total_api_calls
+   FROM ((latest r
+     JOIN totals t USING (root_job_id))
+     LEFT JOIN descendants d USING (root_job_id))
+  WHERE r.is_root_job;
+
+CREATE TABLE public.track (
+    id uuid DEFAULT gen_random_uuid() NOT NULL,
+    album_id uuid NOT NULL,
+    disc integer DEFAULT 1 NOT NULL,
+    "position" integer NOT NULL,
+    title text NOT NULL,
+    duration_ms integer,
+    musicbrainz_recording_id uuid,
+    spotify_id text,
+    isrc text
+);
+
 ALTER TABLE ONLY pgjobs.jobs ALTER COLUMN id SET DEFAULT nextval('pgjobs.job_id_seq'::regclass);
 
 ALTER TABLE ONLY pgjobs.jobs
@@ -79,6 +251,30 @@ ALTER TABLE ONLY pgjobs.rate_limits
 ALTER TABLE ONLY pgjobs.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 
+ALTER TABLE ONLY public.album_artist
+    ADD CONSTRAINT album_artist_pkey PRIMARY KEY (album_id, "position");
+
+ALTER TABLE ONLY public.album
+    ADD CONSTRAINT album_musicbrainz_id_key UNIQUE (musicbrainz_id);
+
+ALTER TABLE ONLY public.album
+    ADD CONSTRAINT album_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.artist
+    ADD CONSTRAINT artist_musicbrainz_id_key UNIQUE (musicbrainz_id);
+
+ALTER TABLE ONLY public.artist
+    ADD CONSTRAINT artist_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.enrichment_log
+    ADD CONSTRAINT enrichment_log_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY public.track
+    ADD CONSTRAINT track_album_id_disc_position_key UNIQUE (album_id, disc, "position");
+
+ALTER TABLE ONLY public.track
+    ADD CONSTRAINT track_pkey PRIMARY KEY (id);
+
 CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
 
 CREATE INDEX jobs_lease_idx ON pgjobs.jobs USING btree (lease_expires_at) WHERE (state = 'running'::pgjobs.job_state);
@@ -89,5 +285,26 @@ CREATE INDEX jobs_root_idx ON pgjobs.jobs USING btree (root_id);
 
 CREATE INDEX jobs_runnable_idx ON pgjobs.jobs USING btree (queue, priority, run_at, id) WHERE (state = 'queued'::pgjobs.job_state);
 
+CREATE INDEX album_artist_artist_idx ON public.album_artist USING btree (artist_id);
+
+CREATE UNIQUE INDEX enrichment_log_attempt_idx ON public.enrichment_log USING btree (job_id, attempt) WHERE (job_id IS NOT NULL);
+
+CREATE INDEX enrichment_log_entity_idx ON public.enrichment_log USING btree (entity_type, entity_id, created_at);
+
+CREATE INDEX enrichment_log_job_idx ON public.enrichment_log USING btree (job_id);
+
+CREATE INDEX enrichment_log_parent_job_idx ON public.enrichment_log USING btree (parent_job_id, created_at) WHERE (parent_job_id IS NOT NULL);
+
+CREATE INDEX enrichment_log_roots_idx ON public.enrichment_log USING btree (created_at DESC) WHERE is_root_job;
+
 ALTER TABLE ONLY pgjobs.jobs
     ADD CONSTRAINT jobs_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES pgjobs.jobs(id);
+
+ALTER TABLE ONLY public.album_artist
+    ADD CONSTRAINT album_artist_album_id_fkey FOREIGN KEY (album_id) REFERENCES public.album(id) ON DELETE CASCADE;
+
+ALTER TABLE ONLY public.album_artist
+    ADD CONSTRAINT album_artist_artist_id_fkey FOREIGN KEY (artist_id) REFERENCES public.artist(id);
+
+ALTER TABLE ONLY public.track
+    ADD CONSTRAINT track_album_id_fkey FOREIGN KEY (album_id) REFERENCES public.album(id) ON DELETE CASCADE;

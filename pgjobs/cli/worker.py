@@ -10,7 +10,7 @@ import typer
 
 from pgjobs import database, logs, migrations
 from pgjobs.cli.common import cli
-from pgjobs.cli.wiring import job_registry
+from pgjobs.cli.wiring import worker_registry
 from pgjobs.queue import RateLimits, Worker
 from pgjobs.settings import Settings
 
@@ -20,24 +20,31 @@ async def run_worker(settings: Settings, dsn: str, queues: list[str], concurrenc
     try:
         async with pool.connection() as conn:
             await migrations.check_migrated_async(conn)
-        worker = Worker(
-            pool, job_registry(), conninfo=dsn, limits=RateLimits(pool, settings.rate_limit_intervals),
-            queues=queues, concurrency=concurrency, lease_seconds=settings.lease_seconds,
-            poll_interval=settings.poll_interval, shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
-        )
-        loop = asyncio.get_running_loop()
-        signals = {"count": 0}
-
-        def on_signal() -> None:
-            signals["count"] += 1
-            worker.stop(now=signals["count"] > 1)  # a second signal hands running jobs back now
-
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, on_signal)
-        await worker.run()
+        limits = RateLimits(pool, settings.rate_limit_intervals)
+        async with worker_registry(settings, pool, limits) as registry:
+            worker = Worker(
+                pool, registry, conninfo=dsn, limits=limits, queues=queues, concurrency=concurrency,
+                lease_seconds=settings.lease_seconds, poll_interval=settings.poll_interval,
+                shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
+            )
+            await _serve(worker)
         return 0
     finally:
         await pool.close()
+
+
+async def _serve(worker: Worker) -> None:
+    """Run until done, with SIGTERM/SIGINT asking for a graceful stop."""
+    loop = asyncio.get_running_loop()
+    signals = {"count": 0}
+
+    def on_signal() -> None:
+        signals["count"] += 1
+        worker.stop(now=signals["count"] > 1)  # a second signal hands running jobs back now
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    await worker.run()
 
 
 def worker(

@@ -96,8 +96,19 @@ async def _careful(conn: psycopg.AsyncConnection, items: list[Finished]) -> None
                 raise
             except Exception as exc:  # the job's own write failed: its savepoint is gone
                 item.write_error = f"{type(exc).__name__}: {exc}".strip()
+                fallback = item.outcome.on_write_error
                 item.outcome = Retry(f"completion write failed: {item.write_error}")
-                await _apply(conn, [item])
+                item.outcome.write = fallback(item.write_error) if fallback else None
+                try:
+                    async with conn.transaction():
+                        await _apply(conn, [item])
+                        if item.state is not None and item.outcome.write is not None:
+                            await item.outcome.write(JobTransaction(conn, item.job))
+                except psycopg.OperationalError:
+                    raise
+                except Exception:  # even the fallback failed: record the failed attempt alone
+                    item.outcome.write = None
+                    await _apply(conn, [item])
 
 
 async def write_outcomes(conn: psycopg.AsyncConnection, items: list[Finished]) -> list[Finished]:

@@ -16,9 +16,14 @@ Write = Callable[["JobTransaction"], Awaitable[None]]
 
 
 class Outcome(Exception):
-    """Base of handler outcomes; an Exception so a handler may raise one from deep inside."""
+    """Base of handler outcomes; an Exception so a handler may raise one from deep inside.
+
+    `on_write_error`, when set, gives the write to commit instead if `write` itself fails (the
+    attempt is then recorded as a failed one): e.g. an audit row saying why.
+    """
 
     write: Write | None = None
+    on_write_error: Callable[[str], Write | None] | None = None
 
 
 class Complete(Outcome):

@@ -28,6 +28,9 @@ class Handler:
     run: Run
     payload_model: type[BaseModel] | None = None
     on_lease_expired: LeaseExpiredHook | None = None
+    # False: the worker hands the raw payload over and the handler validates it (and can audit
+    # the failure); the model still validates `pgjobs enqueue` input.
+    validate_payload: bool = True
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -45,10 +48,11 @@ class Registry:
         *,
         payload_model: type[BaseModel] | None = None,
         on_lease_expired: LeaseExpiredHook | None = None,
+        validate_payload: bool = True,
     ) -> Handler:
         if kind in self._handlers:
             raise ValueError(f"a handler for kind {kind!r} is already registered")
-        handler = Handler(kind, run, payload_model, on_lease_expired)
+        handler = Handler(kind, run, payload_model, on_lease_expired, validate_payload)
         self._handlers[kind] = handler
         return handler
 

@@ -193,7 +193,7 @@ class Worker:
         if handler is None:
             return Discard(f"unknown job kind {job.kind!r}: no handler is registered for it")
         payload = job.payload
-        if handler.payload_model is not None:
+        if handler.payload_model is not None and handler.validate_payload:
             if not isinstance(payload, dict):
                 return Discard(f"invalid payload for {job.kind}: expected a JSON object")
             try:

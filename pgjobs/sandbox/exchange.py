@@ -10,6 +10,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from email.message import Message
+from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
@@ -173,6 +174,13 @@ def text_reply(status: int, text: str, content_type: str = "text/plain; charset=
 def fixture_reply(fixture: Fixture) -> Reply:
     """The fixture's status, index.json headers and body bytes, unchanged."""
     return Reply(fixture.status, list(fixture.headers), fixture.body)
+
+
+def phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
 
 
 def is_generic_user_agent(value: str | None) -> bool:

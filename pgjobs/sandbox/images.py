@@ -10,9 +10,13 @@ derived from the path, so different images have different bytes.
 from __future__ import annotations
 
 import hashlib
+import re
 import struct
 import zlib
-from urllib.parse import urlsplit
+from collections.abc import Iterable
+from urllib.parse import unquote, urlsplit
+
+from pgjobs.sandbox.exchange import Exchange, Reply, text_reply
 
 # Real URL prefix -> sandbox path prefix. Web pages (www.discogs.com, musicbrainz.org) stay as they are.
 REWRITES: tuple[tuple[str, str], ...] = (
@@ -99,3 +103,26 @@ def tiny_png(shade: int) -> bytes:
         chunk(b"IDAT", zlib.compress(rows)),
         chunk(b"IEND", b""),
     ))
+
+
+_IMAGE_URL = re.compile(rb"https://(i\.discogs\.com|i\.scdn\.co|archive\.org)/([^\"\s\\]+)")
+
+
+def known_images_in(bodies: Iterable[bytes]) -> set[str]:
+    """'host/path' of every image URL on an upstream image host named in the bodies."""
+    found: set[str] = set()
+    for body in bodies:
+        for host, path in _IMAGE_URL.findall(body):
+            found.add(unquote(f"{host.decode()}/{path.decode()}"))
+    return found
+
+
+def handle_images(ex: Exchange) -> Reply:
+    """`/_img/<host>/<path>`: images the fixtures name (a changed URL is a 404, as on i.discogs.com)."""
+    if ex.method not in ("GET", "HEAD"):
+        return text_reply(405, "Method Not Allowed")
+    key = unquote(ex.path.lstrip("/"))
+    if key not in ex.state.known_images:
+        return text_reply(404, "Not Found")
+    content, content_type = image_bytes(key)
+    return Reply(200, [("Content-Type", content_type), ("Cache-Control", "public, max-age=86400")], content)

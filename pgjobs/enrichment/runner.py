@@ -1,0 +1,192 @@
+"""The one place an attempt becomes a log row: processors return a Result, the runner does the rest.
+
+A processor calls its providers (outside any transaction) and returns a `Result`: status, reason,
+metadata, and an `apply` callback for entity updates and children. The runner turns provider
+errors and bugs into FAILED results, counts API calls and time, and hands the queue an outcome
+whose write runs `apply`, then inserts exactly one enrichment_log row — lineage taken from the
+job row — all in the completion transaction. No processor writes a log row itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, Literal
+from uuid import UUID
+
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+from pydantic import ValidationError
+
+from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, ENTITIES, MAX_ATTEMPTS, PAYLOADS, PRIORITY, SOURCES, Op, Payload
+from pgjobs.enrichment.providers import Providers, ProviderError, RateLimited, count_api_calls
+from pgjobs.queue import Complete, Discard, Enqueued, Job, JobContext, JobTransaction, Outcome, Retry, Snooze
+from pgjobs.settings import Settings
+from pgjobs.sqlfiles import load_queries
+
+Q = load_queries("enrichment.sql")
+log = logging.getLogger("pgjobs.enrichment")
+Next = Literal["complete", "retry", "snooze", "discard"]
+
+
+@dataclass
+class Result:
+    """What one attempt found and will do."""
+
+    status: str  # SUCCESS | PARTIAL_SUCCESS | FAILED | SKIPPED | NO_DATA_AVAILABLE
+    reason: str
+    fields_enriched: list[str] = field(default_factory=list)
+    quality_before: str | None = None
+    quality_after: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    error_code: str | None = None
+    error_message: str | None = None
+    apply: Callable[[JobTransaction, "Result"], Awaitable[None]] | None = None
+    next: Next = "complete"
+    delay: float | None = None  # seconds, for retry/snooze
+    sources: list[str] | None = None  # defaults to the job type's
+
+
+@dataclass(frozen=True)
+class Env:
+    """What processors get besides the job: providers, a pool for reads, settings."""
+
+    providers: Providers
+    pool: AsyncConnectionPool
+    settings: Settings
+
+    async def row(self, query: str, params: dict[str, Any]) -> dict[str, Any] | None:
+        async with self.pool.connection() as conn:
+            cur = conn.cursor(row_factory=dict_row)
+            await cur.execute(Q[query], params)
+            return await cur.fetchone()
+
+
+Processor = Callable[[Env, Job, Any], Awaitable[Result]]
+
+
+def failure(exc: ProviderError, job: Job) -> Result:
+    """A provider error as a FAILED attempt: snooze on rate limits, retry transient ones, else stop."""
+    metadata = {"provider": exc.provider, "httpStatus": exc.status, "upstreamCode": exc.upstream_code}
+    if isinstance(exc, RateLimited):
+        return Result("FAILED", f"rate limited by {exc.provider}; retrying in {exc.retry_after:.0f}s "
+                      "without spending an attempt", metadata=metadata | {"retryAfter": exc.retry_after},
+                      error_code=exc.code, error_message=str(exc), next="snooze", delay=exc.retry_after)
+    if exc.retryable:
+        spent = job.attempt - job.snoozes >= job.max_attempts
+        tail = "no attempts left" if spent else "will retry with backoff"
+        return Result("FAILED", f"{exc.provider} failed ({exc.code}); {tail}", metadata=metadata,
+                      error_code=exc.code, error_message=str(exc), next="retry")
+    return Result("FAILED", f"{exc.provider} refused the request ({exc.code}); not retried", metadata=metadata,
+                  error_code=exc.code, error_message=str(exc), next="discard")
+
+
+def _entity_id(op: Op, raw: Any) -> UUID | None:
+    value = raw.get(ENTITIES[op][1]) if isinstance(raw, dict) else None
+    try:
+        return UUID(str(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _triggered_by(raw: Any) -> str:
+    value = raw.get("triggered_by") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) and value else "system"
+
+
+async def write_log(tx: JobTransaction, op: Op, result: Result, *, entity_id: UUID | None, duration_ms: int,
+                    api_calls: int, triggered_by: str) -> None:
+    job = tx.job
+    await tx.execute(Q["insert_log"], {
+        "entity_type": ENTITIES[op][0], "entity_id": entity_id, "operation": op.value,
+        "sources": result.sources or SOURCES[op], "status": result.status, "reason": result.reason,
+        "fields_enriched": result.fields_enriched, "data_quality_before": result.quality_before,
+        "data_quality_after": result.quality_after, "duration_ms": duration_ms, "api_call_count": api_calls,
+        "metadata": Jsonb(result.metadata), "error_message": result.error_message, "error_code": result.error_code,
+        # Lineage from the job row, never from a processor: flat link to the root.
+        "job_id": job.id, "parent_job_id": None if job.parent_id is None else job.root_id,
+        "is_root_job": job.parent_id is None, "attempt": job.attempt, "triggered_by": triggered_by,
+    })
+
+
+async def spawn(tx: JobTransaction, result: Result, op: Op, payload: Payload, *, dedupe_key: str | None = None
+                ) -> Enqueued:
+    """Enqueue a child of this job (root link from the parent row) and note it in the log metadata."""
+    child = await tx.enqueue_child(op.value, payload.model_dump(mode="json", exclude_defaults=False),
+                                   priority=PRIORITY[op], max_attempts=MAX_ATTEMPTS,
+                                   backoff_base_ms=BACKOFF_BASE_MS, dedupe_key=dedupe_key)
+    if child.created:
+        result.metadata.setdefault("childrenQueued", []).append({"operation": op.value, "jobId": child.id})
+    return child
+
+
+def _outcome(result: Result, write) -> Outcome:
+    if result.next == "snooze":
+        return Snooze(result.delay or 1.0, result.reason, write=write)
+    if result.next == "retry":
+        return Retry(result.error_message or result.reason, delay=result.delay, write=write)
+    if result.next == "discard":
+        return Discard(result.error_message or result.reason, write=write)
+    return Complete(write)
+
+
+def make_handler(op: Op, processor: Processor, env: Env) -> Callable[[JobContext], Awaitable[Outcome]]:
+    model = PAYLOADS[op]
+
+    async def handle(ctx: JobContext) -> Outcome:
+        job, raw = ctx.job, ctx.job.payload
+        started = time.perf_counter()
+        with count_api_calls() as calls:
+            try:
+                payload = model.model_validate(raw)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+                result = Result("FAILED", "invalid payload; not retried", error_code="INVALID_PAYLOAD",
+                                error_message=f"{where}: {first.get('msg')}", next="discard")
+            else:
+                try:
+                    result = await processor(env, job, payload)
+                except ProviderError as exc:
+                    result = failure(exc, job)
+                except Exception as exc:  # a bug or an unforeseen answer: log it, fail the attempt
+                    log.exception("%s job %s crashed", op.value, job.id)
+                    result = Result("FAILED", "unexpected error; will retry", error_code="INTERNAL_ERROR",
+                                    error_message=f"{type(exc).__name__}: {exc}", next="retry")
+        duration_ms = round((time.perf_counter() - started) * 1000)
+        audit = {"entity_id": _entity_id(op, raw), "duration_ms": duration_ms, "api_calls": calls.value,
+                 "triggered_by": _triggered_by(raw)}
+
+        async def write(tx: JobTransaction) -> None:
+            if result.apply is not None:
+                await result.apply(tx, result)
+            await write_log(tx, op, result, **audit)
+
+        def on_write_error(message: str):
+            failed = Result("FAILED", "could not save the results; will retry", error_code="WRITE_FAILED",
+                            error_message=message, metadata={"intendedStatus": result.status})
+
+            async def write_failure(tx: JobTransaction) -> None:
+                await write_log(tx, op, failed, **audit)
+            return write_failure
+
+        outcome = _outcome(result, write)
+        outcome.on_write_error = on_write_error
+        return outcome
+
+    return handle
+
+
+def lease_expired_hook(op: Op):
+    """The rescuer's record of an attempt whose worker died: one FAILED row, same transaction."""
+
+    async def hook(tx: JobTransaction, row: dict[str, Any]) -> None:
+        result = Result("FAILED", "worker stopped responding (lease expired); "
+                        + ("re-queued" if row["state"] == "queued" else "no attempts left"),
+                        error_code="LEASE_EXPIRED", error_message=row.get("last_error"))
+        await write_log(tx, op, result, entity_id=_entity_id(op, row["payload"]), duration_ms=0, api_calls=0,
+                        triggered_by=_triggered_by(row["payload"]))
+
+    return hook
