@@ -9,7 +9,7 @@ import typer
 from pydantic import ValidationError
 
 from pgjobs import database, migrations
-from pgjobs.cli import db, enqueue, jobs, worker
+from pgjobs.cli import db, demo, enqueue, enrichment, jobs, worker
 from pgjobs.cli.common import Cli, UsageFailure
 from pgjobs.queue import QueueError
 from pgjobs.settings import Settings
@@ -39,6 +39,10 @@ app.command()(db.migrate)
 app.command()(worker.worker)
 app.command()(jobs.stats)
 app.command()(jobs.prune)
+app.command()(enrichment.timeline)
+app.command()(demo.demo)
+app.add_typer(enrichment.sandbox_app, name="sandbox")
+enqueue.app.command("enrich-album")(enrichment.enrich_album)
 
 # Failures a user can act on: one line, exit code 2, no traceback.
 _EXPECTED = (UsageFailure, database.DatabaseError, migrations.MigrationError, QueueError)

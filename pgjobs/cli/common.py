@@ -7,6 +7,7 @@ stderr and exit code 2 — never a traceback.
 from __future__ import annotations
 
 import json
+import sys
 import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -22,7 +23,8 @@ from rich.table import Table
 from pgjobs import database, migrations
 from pgjobs.settings import Settings
 
-console = Console()
+# Wide enough for the timeline tables when piped (rich assumes 80 columns without a terminal).
+console = Console(width=None if sys.stdout.isatty() else 150)
 err_console = Console(stderr=True)
 
 

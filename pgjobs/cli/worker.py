@@ -15,7 +15,8 @@ from pgjobs.queue import RateLimits, Worker
 from pgjobs.settings import Settings
 
 
-async def run_worker(settings: Settings, dsn: str, queues: list[str], concurrency: int, burst: bool) -> int:
+async def run_worker(settings: Settings, dsn: str, queues: list[str], concurrency: int, burst: bool, *,
+                     burst_waits_for_scheduled: bool = False) -> int:
     pool = await database.open_pool(dsn, max_size=4)
     try:
         async with pool.connection() as conn:
@@ -26,6 +27,7 @@ async def run_worker(settings: Settings, dsn: str, queues: list[str], concurrenc
                 pool, registry, conninfo=dsn, limits=limits, queues=queues, concurrency=concurrency,
                 lease_seconds=settings.lease_seconds, poll_interval=settings.poll_interval,
                 shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
+                burst_waits_for_scheduled=burst_waits_for_scheduled,
             )
             await _serve(worker)
         return 0

@@ -67,6 +67,7 @@ class Worker:
         poll_interval: float = 2.0,
         shutdown_grace: float = 10.0,
         burst: bool = False,
+        burst_waits_for_scheduled: bool = False,
         hooks: WorkerHooks | None = None,
         worker_id: str | None = None,
     ) -> None:
@@ -80,6 +81,8 @@ class Worker:
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
         self.burst = burst
+        # With burst: also wait for jobs scheduled later (retries in backoff), not only runnable ones.
+        self.burst_waits_for_scheduled = burst_waits_for_scheduled
         self.hooks = hooks or WorkerHooks()
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.listener = Listener(conninfo, self.queues, self._wake_up)
@@ -151,7 +154,8 @@ class Worker:
 
     async def _pending(self) -> bool:
         async with self.pool.connection() as conn:
-            cur = await conn.execute(Q["pending_work"], {"queues": self.queues})
+            cur = await conn.execute(Q["pending_work"], {"queues": self.queues,
+                                                         "scheduled": self.burst_waits_for_scheduled})
             return (await cur.fetchone())[0]
 
     async def _next_wait(self) -> float:

@@ -83,6 +83,7 @@ class SandboxServer:
 
     def start(self) -> SandboxServer:
         if self._thread is None:
+            # A short poll interval: stop() waits for the serve loop to notice, once per test.
             self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.02},
                                             name=f"pgjobs-sandbox-{self.port}", daemon=True)
             self._thread.start()

@@ -11,6 +11,7 @@ with fault injection and request recording; `SandboxServer` runs it in a backgro
 
 from __future__ import annotations
 
+import functools
 import json
 import socket
 import struct
@@ -249,11 +250,17 @@ class _Server(ThreadingHTTPServer):
                 pass
 
 
+@functools.cache
+def _shipped_fixtures() -> tuple[FixtureSet, frozenset[str]]:
+    # Read once per process: the fixtures are read-only, and tests start a sandbox per test.
+    fixtures = FixtureSet.load()
+    bodies = [f.body for entries in fixtures.entries.values() for f in entries]
+    return fixtures, frozenset(known_images_in(bodies) | musicbrainz.known_archive_images(fixtures))
+
+
 def new_state(credentials: SandboxCredentials | None = None, *, musicbrainz_min_interval: float | None = None,
               rewrite: bool = True) -> SandboxState:
-    fixtures = FixtureSet.load()
-    state = SandboxState(fixtures=fixtures, credentials=credentials or SandboxCredentials(), faults=FaultTable(),
-                         log=RequestLog(), musicbrainz_min_interval=musicbrainz_min_interval, rewrite_urls=rewrite)
-    bodies = [f.body for entries in fixtures.entries.values() for f in entries]
-    state.known_images = known_images_in(bodies) | musicbrainz.known_archive_images(fixtures)
-    return state
+    fixtures, known_images = _shipped_fixtures()
+    return SandboxState(fixtures=fixtures, credentials=credentials or SandboxCredentials(), faults=FaultTable(),
+                        log=RequestLog(), musicbrainz_min_interval=musicbrainz_min_interval, rewrite_urls=rewrite,
+                        known_images=set(known_images))

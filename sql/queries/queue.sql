@@ -148,11 +148,11 @@ RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.attempt, j
           j.last_error;
 
 -- name: pending_work
--- For --burst: is anything in these queues runnable now or still running?
+-- For --burst: is anything in these queues running, or runnable now (or later, with %(scheduled)s)?
 SELECT EXISTS (
     SELECT FROM pgjobs.jobs
     WHERE queue = ANY(%(queues)s::text[])
-      AND (state = 'running' OR (state = 'queued' AND run_at <= now()))
+      AND (state = 'running' OR (state = 'queued' AND (run_at <= now() OR %(scheduled)s)))
 ) AS pending;
 
 -- name: next_run_at

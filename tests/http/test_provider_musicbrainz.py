@@ -82,6 +82,9 @@ async def test_release_group_search_and_matching(providers: Providers) -> None:
     assert hits[0].releases[0].id == ELLA_AND_LOUIS
     result = best_match("Ella and Louis", hits[1:], key=lambda h: h.title)
     assert result.best is not None and result.best.title == "Ella & Louis" and result.score == 1.0
+    # the full credit string finds the same release groups, as a Lucene search would
+    credit = await providers.musicbrainz.search_release_groups("Ella and Louis", "Ella Fitzgerald & Louis Armstrong")
+    assert [h.id for h in credit] == [h.id for h in hits]
     assert await providers.musicbrainz.search_release_groups("Nothing Like This", "Nobody") == []
 
 
