@@ -46,9 +46,46 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class LineHandler(logging.StreamHandler):
+    """A stream handler that can also write many pre-built entries in one go (the worker's
+    per-outcome lines: one write per completed group instead of one per job)."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(sys.stderr)
+        self.json = fmt == "json"
+        self.setFormatter(JsonFormatter() if self.json else LogfmtFormatter())
+
+    def emit_many(self, level: int, name: str, message: str, rows: list[dict[str, object]]) -> None:
+        now = datetime.now(timezone.utc)
+        levelname = logging.getLevelName(level).lower()
+        if self.json:
+            head = {"ts": now.isoformat(), "level": levelname, "logger": name, "msg": message}
+            text = "".join(json.dumps(head | row, default=str) + "\n" for row in rows)
+        else:
+            prefix = f"{now.strftime('%H:%M:%S.%f')[:-3]} {levelname} {name} {_quote(message)}"
+            text = "".join(prefix + "".join(f" {k}={_quote(v)}" for k, v in row.items()) + "\n" for row in rows)
+        with self.lock:
+            self.stream.write(text)
+            self.flush()
+
+
+def log_many(logger: logging.Logger, level: int, message: str, rows: list[dict[str, object]]) -> None:
+    """Log one line per row; in one write when pgjobs' own handler is the only one."""
+    if not rows or not logger.isEnabledFor(level):
+        return
+    target = logger
+    while target.name != "pgjobs" and target.propagate and target.parent is not None and not target.handlers:
+        target = target.parent
+    handlers = target.handlers
+    if len(handlers) == 1 and isinstance(handlers[0], LineHandler) and handlers[0].level <= level:
+        handlers[0].emit_many(level, logger.name, message, rows)
+        return
+    for row in rows:
+        logger.log(level, message, extra=row)
+
+
 def configure(fmt: str = "text", level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else LogfmtFormatter())
+    handler = LineHandler(fmt)
     root = logging.getLogger("pgjobs")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

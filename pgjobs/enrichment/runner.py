@@ -99,7 +99,7 @@ def _triggered_by(raw: Any) -> str:
 async def write_log(tx: JobTransaction, op: Op, result: Result, *, entity_id: UUID | None, duration_ms: int,
                     api_calls: int, triggered_by: str) -> None:
     job = tx.job
-    await tx.execute(Q["insert_log"], {
+    tx.execute_later(Q["insert_log"], {
         "entity_type": ENTITIES[op][0], "entity_id": entity_id, "operation": op.value,
         "sources": result.sources or SOURCES[op], "status": result.status, "reason": result.reason,
         "fields_enriched": result.fields_enriched, "data_quality_before": result.quality_before,

@@ -73,14 +73,22 @@ async def _apply(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
         item.state = states.get(item.job.id)
 
 
+async def _write_one(conn: psycopg.AsyncConnection, item: Finished) -> None:
+    tx = JobTransaction(conn, item.job)
+    await item.outcome.write(tx)
+    await tx.flush_later()
+
+
 async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
     async with conn.transaction():
         await _apply(conn, items)
         writers = [i for i in items if i.state is not None and i.outcome.write is not None]
         if writers:
+            later: dict = {}  # execute_later rows of the whole group, one executemany per query
             async with conn.pipeline():
                 for item in writers:
-                    await item.outcome.write(JobTransaction(conn, item.job))
+                    await item.outcome.write(JobTransaction(conn, item.job, later))
+                await JobTransaction(conn, writers[0].job, later).flush_later()
 
 
 async def _careful(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
@@ -91,7 +99,7 @@ async def _careful(conn: psycopg.AsyncConnection, items: list[Finished]) -> None
                 async with conn.transaction():
                     await _apply(conn, [item])
                     if item.state is not None and item.outcome.write is not None:
-                        await item.outcome.write(JobTransaction(conn, item.job))
+                        await _write_one(conn, item)
             except psycopg.OperationalError:
                 raise
             except Exception as exc:  # the job's own write failed: its savepoint is gone
@@ -103,7 +111,7 @@ async def _careful(conn: psycopg.AsyncConnection, items: list[Finished]) -> None
                     async with conn.transaction():
                         await _apply(conn, [item])
                         if item.state is not None and item.outcome.write is not None:
-                            await item.outcome.write(JobTransaction(conn, item.job))
+                            await _write_one(conn, item)
                 except psycopg.OperationalError:
                     raise
                 except Exception:  # even the fallback failed: record the failed attempt alone
@@ -138,5 +146,5 @@ async def record_outcome(conn: psycopg.AsyncConnection, job: Job, outcome: Outco
     if item.state is None:
         raise LeaseLost(job.id, job.attempt)
     if outcome.write is not None:
-        await outcome.write(JobTransaction(conn, job))
+        await _write_one(conn, item)
     return item.state

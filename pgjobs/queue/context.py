@@ -32,12 +32,26 @@ class JobContext:
 class JobTransaction:
     """The completion transaction of one job attempt (a savepoint within a group commit)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection, job: Job) -> None:
+    def __init__(self, conn: psycopg.AsyncConnection, job: Job,
+                 later: dict[str, list[Mapping[str, Any] | tuple]] | None = None) -> None:
         self.conn = conn
         self.job = job
+        self._later = later if later is not None else {}
 
     async def execute(self, query: str, params: Mapping[str, Any] | tuple | None = None) -> psycopg.AsyncCursor:
         return await self.conn.execute(query, params)
+
+    def execute_later(self, query: str, params: Mapping[str, Any] | tuple) -> None:
+        """Run `query` at the end of this transaction's writes, batched with the same query from
+        the other jobs of the group (one executemany): for rows nothing else reads back, such as
+        audit rows. It still commits, or not, with this job's outcome."""
+        self._later.setdefault(query, []).append(params)
+
+    async def flush_later(self) -> None:
+        pending, self._later = dict(self._later), {}
+        for query, rows in pending.items():
+            async with self.conn.cursor() as cur:
+                await cur.executemany(query, rows)
 
     async def enqueue_child(self, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
         spec = JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)

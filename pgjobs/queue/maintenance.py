@@ -33,7 +33,9 @@ async def rescue_expired(conn: psycopg.AsyncConnection, registry: Registry, *, l
                           0, datetime.min, row["attempt"], 0, 0, 0, 0, None, None)  # type: ignore[arg-type]
                 try:
                     async with conn.transaction():
-                        await handler.on_lease_expired(JobTransaction(conn, job), row)
+                        tx = JobTransaction(conn, job)
+                        await handler.on_lease_expired(tx, row)
+                        await tx.flush_later()
                 except psycopg.OperationalError:
                     raise
                 except Exception:  # the hook's savepoint is rolled back; the rescue itself stands

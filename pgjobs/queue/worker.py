@@ -32,6 +32,7 @@ from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Listener
 from pgjobs.queue.maintenance import rescue_expired
 from pgjobs.queue.outcomes import Complete, Discard, Outcome, Retry, Snooze
+from pgjobs.logs import log_many
 from pgjobs.queue.registry import Registry
 
 log = logging.getLogger("pgjobs.worker")
@@ -43,6 +44,20 @@ class WorkerHooks:
 
     claimed: Callable[[list[Job]], None] | None = None
     finished: Callable[[Finished], None] | None = None
+
+
+def _outcome_fields(item: Finished) -> dict[str, object]:
+    """The structured line each outcome gets: kind, id, root, attempt, outcome, duration."""
+    job, outcome = item.job, item.outcome
+    fields: dict[str, object] = {
+        "kind": job.kind, "job_id": job.id, "root_id": job.root_id, "attempt": job.attempt,
+        "outcome": type(outcome).__name__.lower(), "state": item.state or "lease_lost",
+        "duration_ms": round(item.duration_ms, 2)}
+    if item.state is None:
+        fields["error"] = "lease lost: outcome discarded, nothing committed"
+    elif not isinstance(outcome, Complete):
+        fields["error"] = str(outcome)
+    return fields
 
 
 def _validation_message(exc: ValidationError) -> str:
@@ -236,27 +251,18 @@ class Worker:
                 await asyncio.sleep(0.2 * (attempt + 1))
         else:
             log.error("gave up writing %d outcomes; their leases will expire and be rescued", len(batch))
+        done, troubled = [], []
         for item in batch:
             self._held.pop(item.job.id, None)
-            self._log_outcome(item)
             if item.state is not None:
                 self.completed += 1
             if self.hooks.finished:
                 self.hooks.finished(item)
+            ok = item.state is not None and isinstance(item.outcome, Complete)
+            (done if ok else troubled).append(_outcome_fields(item))
         self._wake.set()  # slots are free again
-
-    def _log_outcome(self, item: Finished) -> None:
-        job, outcome = item.job, item.outcome
-        name = type(outcome).__name__.lower()
-        fields = {"kind": job.kind, "job_id": job.id, "root_id": job.root_id, "attempt": job.attempt,
-                  "outcome": name, "state": item.state or "lease_lost",
-                  "duration_ms": round(item.duration_ms, 2)}
-        if item.state is None:
-            log.warning("outcome", extra=fields | {"error": "lease lost: outcome discarded, nothing committed"})
-        elif isinstance(outcome, Complete):
-            log.info("outcome", extra=fields)
-        else:
-            log.warning("outcome", extra=fields | {"error": str(outcome)})
+        log_many(log, logging.INFO, "outcome", done)
+        log_many(log, logging.WARNING, "outcome", troubled)
 
     # --- upkeep -------------------------------------------------------------------------------
 

@@ -27,6 +27,7 @@ REWRITES: tuple[tuple[str, str], ...] = (
     ("https://imagedelivery.net/", "/imagedelivery/"),
     ("https://api.discogs.com/", "/discogs/"),
     ("https://api.spotify.com/v1/", "/spotify-api/v1/"),
+    ("https://musicbrainz.org/ws/2/", "/musicbrainz/ws/2/"),  # merged-entity redirects
 )
 IMAGE_HOSTS = ("i.discogs.com", "i.scdn.co", "archive.org")
 

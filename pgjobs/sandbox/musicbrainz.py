@@ -13,6 +13,7 @@ import json
 import re
 from datetime import UTC, datetime
 from typing import Any
+from urllib.parse import urlencode
 
 from pgjobs.sandbox.exchange import (
     Exchange,
@@ -24,6 +25,7 @@ from pgjobs.sandbox.exchange import (
     text_reply,
 )
 from pgjobs.sandbox.fixtures import FixtureSet
+from pgjobs.sandbox.images import to_sandbox_url
 
 API = "musicbrainz"
 CAA = "coverartarchive"
@@ -97,7 +99,16 @@ def handle_musicbrainz(ex: Exchange) -> Reply:
         if not (_REL_INC.match(inc) or inc in INC_ALLOWED.get(entity, _COMMON_INC)):
             return _mb_error(400, f"{inc} is not a valid inc parameter for the {entity} resource.")
     found = ex.state.fixtures.find(API, f"/ws/2/{entity}/{mbid}")
-    return fixture_reply(found[0]) if found else error_reply(ex, 404)
+    if not found:
+        return error_reply(ex, 404)
+    reply = fixture_reply(found[0])
+    location = reply.header("Location")
+    if location:  # a merged entity: the same URL with the surviving MBID
+        if ex.state.rewrite_urls:
+            location = to_sandbox_url(location, ex.base_url) or location
+        query = urlencode(ex.query, doseq=True)
+        reply.set_header("Location", f"{location}?{query}" if query else location)
+    return reply
 
 
 def _lucene_fields(query: str) -> dict[str, str]:

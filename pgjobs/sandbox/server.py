@@ -111,8 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         state = self.server.state
         split = urlsplit(self.path)
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length > 0 else b""
+        body = self._read_body()
         base_url = f"http://{self.headers.get('Host') or self.server.netloc}"
         if split.path.startswith("/_sandbox/") or split.path == "/_sandbox":
             return self._send(self._control(split.path, body, base_url))
@@ -137,6 +136,18 @@ class _Handler(BaseHTTPRequestHandler):
             reply.body = rewrite_urls(reply.body, base_url)
         state.log.update(record, status=reply.status)
         self._send(reply)
+
+    def _read_body(self) -> bytes:
+        if "chunked" in (self.headers.get("Transfer-Encoding") or "").lower():
+            chunks = []
+            while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+            while self.rfile.readline() not in (b"\r\n", b"\n", b""):  # trailers
+                pass
+            return b"".join(chunks)
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length > 0 else b""
 
     def _answer(self, route: Route | None, ex: Exchange, fault: Fault | None) -> Reply:
         if route is None:

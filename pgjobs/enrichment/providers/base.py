@@ -172,7 +172,8 @@ class BaseProvider:
             if (next_url.scheme, next_url.host, next_url.port) != (target.scheme, target.host, target.port):
                 all_headers = {k: v for k, v in all_headers.items() if k.lower() != "authorization"}
                 auth = None
-            target, params, method = next_url, None, "HEAD" if method == "HEAD" else "GET"
+            target, params, data, files = next_url, None, None, None
+            method = "HEAD" if method == "HEAD" else "GET"
         raise self._error(BadResponse, f"more than {MAX_REDIRECTS} redirects from {method} {httpx.URL(url).path}")
 
     async def _send_once(self, method: str, url: httpx.URL, limited: bool, **kwargs: Any) -> httpx.Response:
