@@ -14,7 +14,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue.errors import QueueError
-from pgjobs.queue.jobs import Enqueued, Job, JobSpec, Q
+from pgjobs.queue.jobs import Enqueued, Job, JobSpec, Q, bulk_params
 
 if TYPE_CHECKING:
     from pgjobs.queue.limits import RateLimits
@@ -29,6 +29,9 @@ class JobContext:
     worker_id: str
 
 
+_CHILDREN = "\0children"  # key of the deferred children in the group's `later` map
+
+
 class JobTransaction:
     """The completion transaction of one job attempt (a savepoint within a group commit)."""
 
@@ -41,6 +44,12 @@ class JobTransaction:
     async def execute(self, query: str, params: Mapping[str, Any] | tuple | None = None) -> psycopg.AsyncCursor:
         return await self.conn.execute(query, params)
 
+    def enqueue_child_later(self, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> None:
+        """Like enqueue_child, batched with the group's other deferred inserts; returns nothing
+        (use enqueue_child when you need the id or the dedupe answer)."""
+        spec = JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)
+        self._children.append((self.job.id, spec))
+
     def execute_later(self, query: str, params: Mapping[str, Any] | tuple) -> None:
         """Run `query` at the end of this transaction's writes, batched with the same query from
         the other jobs of the group (one executemany): for rows nothing else reads back, such as
@@ -49,9 +58,17 @@ class JobTransaction:
 
     async def flush_later(self) -> None:
         pending, self._later = dict(self._later), {}
+        children = pending.pop(_CHILDREN, [])
+        if children:  # one set-based insert for every deferred child of the group
+            parents, specs = zip(*children)
+            await self.conn.execute(Q["enqueue_children"], {"parent_ids": list(parents)} | bulk_params(list(specs)))
         for query, rows in pending.items():
             async with self.conn.cursor() as cur:
                 await cur.executemany(query, rows)
+
+    @property
+    def _children(self) -> list:
+        return self._later.setdefault(_CHILDREN, [])  # type: ignore[return-value]
 
     async def enqueue_child(self, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
         spec = JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)

@@ -136,7 +136,7 @@ async def enqueue_async(
     raise psycopg.errors.SerializationFailure(f"could not settle dedupe key {spec.dedupe_key!r}")
 
 
-def _bulk_params(specs: list[JobSpec]) -> dict[str, Any]:
+def bulk_params(specs: list[JobSpec]) -> dict[str, Any]:
     return {
         "kinds": [s.kind for s in specs],
         "queues": [s.queue for s in specs],
@@ -168,7 +168,7 @@ def enqueue_many(conn: psycopg.Connection, specs: Iterable[JobSpec]) -> int:
     (jobs whose dedupe key an unfinished job already holds are skipped)."""
     inserted = 0
     for chunk in _chunks(specs):
-        rows = conn.execute(Q["enqueue_many"], _bulk_params(chunk)).fetchall()
+        rows = conn.execute(Q["enqueue_many"], bulk_params(chunk)).fetchall()
         inserted += sum(row[0] for row in rows)
     return inserted
 
@@ -176,6 +176,6 @@ def enqueue_many(conn: psycopg.Connection, specs: Iterable[JobSpec]) -> int:
 async def enqueue_many_async(conn: psycopg.AsyncConnection, specs: Iterable[JobSpec]) -> int:
     inserted = 0
     for chunk in _chunks(specs):
-        cur = await conn.execute(Q["enqueue_many"], _bulk_params(chunk))
+        cur = await conn.execute(Q["enqueue_many"], bulk_params(chunk))
         inserted += sum(row[0] for row in await cur.fetchall())
     return inserted

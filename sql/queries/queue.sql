@@ -39,6 +39,29 @@ UNION ALL
 SELECT id, root_id, false, false FROM pgjobs.jobs
 WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXISTS (SELECT FROM ins);
 
+-- name: enqueue_children
+-- Insert many children at once (a group's deferred children); each takes its root from its parent row.
+WITH rows AS (
+    SELECT r.*, p.root_id
+    FROM unnest(%(parent_ids)s::bigint[], %(kinds)s::text[], %(queues)s::text[], %(payloads)s::jsonb[],
+                %(priorities)s::int[], %(run_ats)s::timestamptz[], %(delays)s::float8[], %(max_attempts)s::int[],
+                %(backoff_base_ms)s::int[], %(backoff_cap_ms)s::int[], %(dedupe_keys)s::text[])
+         WITH ORDINALITY AS r(parent_id, kind, queue, payload, priority, run_at, delay, max_attempts,
+                              backoff_base_ms, backoff_cap_ms, dedupe_key, n)
+    JOIN pgjobs.jobs p ON p.id = r.parent_id
+    ORDER BY r.n
+), ins AS (
+    INSERT INTO pgjobs.jobs (id, root_id, parent_id, kind, queue, payload, priority, run_at,
+                             max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
+    SELECT nextval('pgjobs.job_id_seq'), root_id, parent_id, kind, queue, payload, priority,
+           coalesce(run_at, now()) + make_interval(secs => delay), max_attempts, backoff_base_ms,
+           backoff_cap_ms, dedupe_key
+    FROM rows
+    ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running') DO NOTHING
+    RETURNING queue
+)
+SELECT count(*) AS inserted, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins GROUP BY queue;
+
 -- name: enqueue_many
 -- Bulk insert of root jobs from parallel arrays in one statement; duplicates of a dedupe key are skipped.
 WITH rows AS (

@@ -1,7 +1,58 @@
+"""The enrichment chain end to end, through real processes only: `pgjobs sandbox serve` standing in
+for the five APIs, `pgjobs enqueue enrich-album` / `pgjobs worker` / `pgjobs timeline` as
+subprocesses on a fresh database, and the shared SQL invariant checker after every run.
+
+MusicBrainz's 1 request/s (and Discogs' 60/min) global limits set the pace: one run of the three
+fixture albums makes 8 MusicBrainz and 9 Discogs calls, about 10 s of wall time.
+"""
+
 from __future__ import annotations
-import json, time
+
+import signal
+import uuid
+from collections import Counter
+from datetime import datetime
+from typing import Any
+
 import pytest
-from chain_support import ALBUMS, Sandbox, assert_chain_invariants, chain_violations
+
+from chain_support import (
+    ALBUMS,
+    COLLISION_COURSE,
+    ELLA_AND_LOUIS,
+    RUSH_OF_BLOOD,
+    Sandbox,
+    assert_chain_invariants,
+    reaped,
+    unfinished_jobs,
+)
+
+pytestmark = pytest.mark.slow
+
+# What one clean run of each fixture album produces: the root plus every descendant, by operation.
+FAMILIES = {
+    # Two credits, both found by a Discogs search; a front cover.
+    COLLISION_COURSE: Counter(ENRICH_ALBUM=1, CACHE_ALBUM_COVER=1, ENRICH_ARTIST=2, DISCOGS_SEARCH_ARTIST=2,
+                              DISCOGS_GET_ARTIST=2, CACHE_ARTIST_IMAGE=2),
+    # A medium without tracks: the Spotify fallback; no front cover. Louis Armstrong's MusicBrainz
+    # entry carries a Discogs url-relation, Ella Fitzgerald's does not (one search).
+    ELLA_AND_LOUIS: Counter(ENRICH_ALBUM=1, SPOTIFY_TRACK_FALLBACK=1, ENRICH_ARTIST=2, DISCOGS_SEARCH_ARTIST=1,
+                            DISCOGS_GET_ARTIST=2, CACHE_ARTIST_IMAGE=2),
+    # Coldplay's Discogs id comes from its url-relation: DISCOGS_GET_ARTIST without a search.
+    RUSH_OF_BLOOD: Counter(ENRICH_ALBUM=1, CACHE_ALBUM_COVER=1, ENRICH_ARTIST=1, DISCOGS_GET_ARTIST=1,
+                           CACHE_ARTIST_IMAGE=1),
+}
+ROOT_STATUS = {COLLISION_COURSE: "SUCCESS", ELLA_AND_LOUIS: "PARTIAL_SUCCESS", RUSH_OF_BLOOD: "SUCCESS"}
+TITLES = {COLLISION_COURSE: "Collision Course", ELLA_AND_LOUIS: "Ella and Louis",
+          RUSH_OF_BLOOD: "A Rush of Blood to the Head"}
+
+# Consecutive calls to a 1/s limiter as the sandbox sees them. Slots are reserved on the database's
+# clock exactly 1 s apart, but each caller then sleeps on its own event loop after a database round
+# trip and sends over its own connection, and the sandbox stamps arrivals with a third clock. So an
+# arrival is "slot + d" with d (reply latency, timer lateness, HTTP send) varying by a few ms per
+# call: two calls in consecutive slots can land 1 s - (d1 - d2) apart. 20 ms of slack absorbs that
+# and still catches any real breach (two calls sharing a slot land ~0 s apart; 2/s would be 0.5 s).
+MIN_SPACING = 0.98
 
 
 @pytest.fixture
@@ -13,27 +64,269 @@ def sandbox(cli, wait_for):
         box.close()
 
 
-def test_explore(cli, fresh_dsn, sandbox, sql):
-    env = cli.env(**sandbox.env())
+def _enqueue_albums(cli, env: dict[str, str], albums=ALBUMS) -> dict[str, int]:
+    """`pgjobs enqueue enrich-album --mbid …` per album; the root job id of each."""
     roots = {}
-    for mbid in ALBUMS:
+    for mbid in albums:
         out = cli.json("enqueue", "enrich-album", "--mbid", mbid, env=env)
-        print(out)
+        assert out["created"] is True and uuid.UUID(out["album_id"])
         roots[mbid] = out["root_job_id"]
-    t = time.monotonic()
-    w = cli("worker", "--burst", env=env, timeout=60)
-    print("worker took", time.monotonic() - t, w.returncode)
-    print(json.dumps(cli.json("timeline", env=env), indent=1)[:3000])
+    assert len(set(roots.values())) == len(albums)
+    return roots
+
+
+def _gaps(requests: list[dict[str, Any]]) -> list[float]:
+    times = sorted(r["monotonic"] for r in requests)
+    return [round(b - a, 4) for a, b in zip(times, times[1:])]
+
+
+def _at(text: str) -> datetime:
+    return datetime.fromisoformat(text)
+
+
+def _assert_family_shape(rows: list[dict[str, Any]], root: int) -> None:
+    """`pgjobs timeline ROOT --json`: the root's rows first, then every descendant by time."""
+    roots = [r for r in rows if r["is_root_job"]]
+    assert rows[:len(roots)] == roots and roots and all(r["job_id"] == root for r in roots)
+    descendants = rows[len(roots):]
+    assert all(r["parent_job_id"] == root and r["root_job_id"] == root for r in descendants)
+    stamps = [_at(r["created_at"]) for r in descendants]
+    assert stamps == sorted(stamps), "descendants are not in time order"
+
+
+# --- 1. the whole chain through the CLI -----------------------------------------------------------
+
+
+def test_three_albums_run_the_whole_chain_through_the_cli(cli, fresh_dsn, sandbox, sql):
+    env = cli.env(**sandbox.env())
+    roots = _enqueue_albums(cli, env)
+
+    worker = cli("worker", "--burst", env=env, timeout=60)  # default limits: musicbrainz 1/s, discogs 60/min
+    assert worker.returncode == 0
+
+    # Every job ran once and succeeded; the worker logged one JSON outcome line per job.
+    jobs = sql(fresh_dsn, "SELECT id, root_id, state::text, attempt FROM pgjobs.jobs")
+    assert {(state, attempt) for _, _, state, attempt in jobs} == {("succeeded", 1)}
+    assert sorted(e["job_id"] for e in worker.outcomes()) == sorted(job_id for job_id, *_ in jobs)
+
+    # The roots timeline: exactly the three roots, newest first, with their latest statuses.
+    listed = cli.json("timeline", env=env)
+    assert sorted(r["root_job_id"] for r in listed) == sorted(roots.values())
+    assert [_at(r["first_activity_at"]) for r in listed] == sorted(
+        (_at(r["first_activity_at"]) for r in listed), reverse=True)
+    by_root = {r["root_job_id"]: r for r in listed}
     for mbid, root in roots.items():
-        fam = cli.json("timeline", str(root), env=env)
-        for r in fam:
-            print(root, r["job_id"], r["operation"], r["status"], r["attempt"], r["error_code"], r["reason"], r["created_at"])
-    print(sql(fresh_dsn, "SELECT id, parent_id, root_id, kind, state::text, attempt, worker_id FROM pgjobs.jobs ORDER BY id"))
-    print(sql(fresh_dsn, "SELECT name, musicbrainz_id, discogs_id, cloudflare_image_id, data_quality FROM artist"))
-    print(sql(fresh_dsn, "SELECT title, cloudflare_image_id, data_quality FROM album"))
-    print(sql(fresh_dsn, "SELECT a.title, count(t.*), count(t.duration_ms), count(t.spotify_id) FROM album a JOIN track t ON t.album_id = a.id GROUP BY 1"))
-    reqs = sandbox.requests()
-    for r in reqs:
-        print(round(r["monotonic"], 3), r["api"], r["method"], r["path"], r["status"])
-    print(chain_violations(fresh_dsn))
-    print(w.stderr[-3000:])
+        row = by_root[root]
+        family = FAMILIES[mbid]
+        assert (row["operation"], row["entity_name"], row["latest_status"], row["root_attempts"]) == (
+            "ENRICH_ALBUM", TITLES[mbid], ROOT_STATUS[mbid], 1)
+        assert row["descendants"] == row["descendants_success"] == sum(family.values()) - 1
+        assert row["descendants_failed"] == row["descendants_no_data"] == row["descendants_skipped"] == 0
+    # --status filters on the latest status.
+    partial = cli.json("timeline", "--status", "PARTIAL_SUCCESS", env=env)
+    assert [r["root_job_id"] for r in partial] == [roots[ELLA_AND_LOUIS]]
+
+    # Each root's family: root first, then descendants by time, exactly the expected operations.
+    for mbid, root in roots.items():
+        rows = cli.json("timeline", str(root), env=env)
+        _assert_family_shape(rows, root)
+        assert Counter(r["operation"] for r in rows) == FAMILIES[mbid], mbid
+        assert [(r["status"], r["attempt"]) for r in rows[:1]] == [(ROOT_STATUS[mbid], 1)]
+        assert {(r["status"], r["attempt"], r["error_code"]) for r in rows[1:]} == {("SUCCESS", 1, None)}
+        # The timeline lists every job of the family (one attempt each), and only those.
+        assert sorted(r["job_id"] for r in rows) == sorted(j for j, root_id, *_ in jobs if root_id == root)
+    # A descendant's id is not a root: no timeline for it.
+    child = next(j for j, root_id, *_ in jobs if root_id != j)
+    refused = cli("timeline", str(child), env=env, check=False)
+    assert refused.returncode == 2 and refused.stderr.strip() == f"pgjobs: error: no log rows for root job {child}"
+
+    # The catalog got filled.
+    albums = dict((str(mbid), rest) for mbid, *rest in sql(fresh_dsn, """
+        SELECT musicbrainz_id, title, enriched_at IS NOT NULL, cloudflare_image_id,
+               (SELECT count(*) FROM album_artist aa WHERE aa.album_id = a.id),
+               (SELECT count(*) FROM track t WHERE t.album_id = a.id),
+               (SELECT count(*) FROM track t WHERE t.album_id = a.id AND t.duration_ms IS NOT NULL),
+               (SELECT count(*) FROM track t WHERE t.album_id = a.id AND t.spotify_id IS NOT NULL)
+        FROM album a"""))
+    assert albums == {
+        COLLISION_COURSE: ["Collision Course", True, f"pgjobs/album/{COLLISION_COURSE}", 2, 6, 6, 0],
+        ELLA_AND_LOUIS: ["Ella and Louis", True, None, 2, 11, 11, 11],  # tracks from the Spotify fallback
+        RUSH_OF_BLOOD: ["A Rush of Blood to the Head", True, f"pgjobs/album/{RUSH_OF_BLOOD}", 1, 11, 11, 0],
+    }
+    artists = sql(fresh_dsn, "SELECT name, discogs_id, cloudflare_image_id, enriched_at IS NOT NULL, data_quality "
+                             "FROM artist ORDER BY name")
+    assert [a[0] for a in artists] == ["Coldplay", "Ella Fitzgerald", "JAY‐Z", "Linkin Park", "Louis Armstrong"]
+    for name, discogs_id, image_id, enriched, quality in artists:
+        assert discogs_id and discogs_id.isdigit(), name
+        assert (image_id, enriched, quality) == (f"pgjobs/artist/discogs-{discogs_id}", True, "HIGH"), name
+    assert dict((a[0], a[1]) for a in artists)["Coldplay"] == "29735"  # from the url-relation
+
+    # One worker honoured the global limits: 8 MusicBrainz calls (3 releases, 5 artists) and
+    # 9 Discogs calls, each API's calls at least a second apart.
+    musicbrainz, discogs = sandbox.requests("musicbrainz"), sandbox.requests("discogs")
+    assert (len(musicbrainz), len(discogs)) == (8, 9)
+    assert min(_gaps(musicbrainz)) >= MIN_SPACING, _gaps(musicbrainz)
+    assert min(_gaps(discogs)) >= MIN_SPACING, _gaps(discogs)
+
+    assert_chain_invariants(fresh_dsn)
+
+
+# --- 3. kill -9 in the middle of the chain --------------------------------------------------------
+
+
+def test_kill_9_mid_chain_a_second_worker_rescues_and_finishes_without_duplicates(cli, fresh_dsn, sandbox, sql,
+                                                                                  wait_for):
+    # Short leases: the killed worker's jobs become rescuable 2 s after its last heartbeat, and the
+    # rescuer runs every lease/2.
+    env = cli.env(**sandbox.env(), PGJOBS_LEASE_SECONDS="2")
+    roots = _enqueue_albums(cli, env)
+
+    first = cli.start("worker", env=env)
+    with reaped(first):
+        # Mid-chain: some descendants done, others still in hand (ENRICH_ARTIST jobs wait their turn
+        # at the MusicBrainz limiter while running, so there is always one to lose).
+        def mid_chain() -> bool:
+            ((done, running, waiting),) = sql(fresh_dsn, """
+                SELECT count(*) FILTER (WHERE state = 'succeeded'), count(*) FILTER (WHERE state = 'running'),
+                       count(*) FILTER (WHERE state = 'queued')
+                FROM pgjobs.jobs WHERE parent_id IS NOT NULL""")
+            return done >= 1 and running >= 1 and running + waiting >= 2
+        wait_for(mid_chain, 30, "some descendants succeeded while others are running")
+        first.signal(signal.SIGKILL)
+        assert first.wait(timeout=10) == -signal.SIGKILL
+    lost = {job_id: attempt for job_id, attempt in sql(
+        fresh_dsn, "SELECT id, attempt FROM pgjobs.jobs WHERE state = 'running'")}
+    assert lost, "nothing was running when the worker died"
+
+    second = cli.start("worker", "--burst", env=env)
+    with reaped(second):
+        assert second.wait(timeout=60) == 0, second.stderr[-3000:]
+
+    # The chain finished as if nothing had happened…
+    assert sql(fresh_dsn, "SELECT DISTINCT state::text FROM pgjobs.jobs") == [("succeeded",)]
+    for mbid, root in roots.items():
+        rows = cli.json("timeline", str(root), env=env)
+        _assert_family_shape(rows, root)
+        assert Counter(r["operation"] for r in rows if r["error_code"] != "LEASE_EXPIRED") == FAMILIES[mbid], mbid
+    assert sql(fresh_dsn, "SELECT count(*) FROM artist WHERE cloudflare_image_id LIKE 'pgjobs/artist/discogs-%'"
+               ) == [(5,)]
+
+    # …and each attempt the dead worker lost got exactly one FAILED LEASE_EXPIRED row, written by the
+    # rescuer for that attempt, then the job's next attempt succeeded.
+    expired = sql(fresh_dsn, """
+        SELECT job_id, attempt, status FROM enrichment_log WHERE error_code = 'LEASE_EXPIRED' ORDER BY job_id""")
+    assert {job_id: attempt for job_id, attempt, _ in expired} == lost
+    assert {status for *_, status in expired} == {"FAILED"}
+    assert sorted(sql(fresh_dsn, """
+        SELECT j.id, j.attempt, e.value ->> 'outcome', (e.value ->> 'attempt')::int
+        FROM pgjobs.jobs j, jsonb_array_elements(j.errors) e ORDER BY j.id""")) == sorted(
+        (job_id, attempt + 1, "lease_expired", attempt) for job_id, attempt in lost.items())
+    rescued = [(e["job_id"], e["attempt"], e["state"]) for e in second.logs() if e["msg"] == "rescued job"]
+    assert sorted(rescued) == sorted((job_id, attempt, "queued") for job_id, attempt in lost.items())
+    assert {(job_id, attempt + 1) for job_id, attempt in lost.items()} <= {
+        (job_id, attempt) for job_id, attempt in sql(fresh_dsn, "SELECT job_id, attempt FROM enrichment_log "
+                                                                "WHERE status IN ('SUCCESS', 'PARTIAL_SUCCESS')")}
+
+    assert_chain_invariants(fresh_dsn)
+
+
+# --- 4. three workers share the MusicBrainz limit -------------------------------------------------
+
+
+def test_three_workers_keep_musicbrainz_calls_a_second_apart(cli, fresh_dsn, sandbox, sql):
+    env = cli.env(**sandbox.env())
+    roots = _enqueue_albums(cli, env)
+
+    workers = [cli.start("worker", "--burst", "--concurrency", "4", env=env) for _ in range(3)]
+    with reaped(*workers):
+        codes = [w.wait(timeout=60) for w in workers]
+    assert codes == [0, 0, 0], [w.stderr[-2000:] for w in workers]
+
+    assert sql(fresh_dsn, "SELECT DISTINCT state::text FROM pgjobs.jobs") == [("succeeded",)]
+    assert sql(fresh_dsn, "SELECT count(*) FROM pgjobs.jobs") == [(sum(sum(f.values()) for f in FAMILIES.values()),)]
+    for root in roots.values():
+        _assert_family_shape(cli.json("timeline", str(root), env=env), root)
+
+    # The limiter is global (a row in PostgreSQL), not per process: 8 MusicBrainz calls from three
+    # processes still arrive at least a second apart; the same holds for Discogs' 60/min.
+    musicbrainz, discogs = sandbox.requests("musicbrainz"), sandbox.requests("discogs")
+    assert len(musicbrainz) == 8 and min(_gaps(musicbrainz)) >= MIN_SPACING, _gaps(musicbrainz)
+    assert len(discogs) == 9 and min(_gaps(discogs)) >= MIN_SPACING, _gaps(discogs)
+
+    # The work was shared: worker_id is host:pid:random, and each process logged the jobs it ran.
+    ran_by = Counter(int(worker_id.split(":")[1]) for (worker_id,) in sql(fresh_dsn,
+                                                                          "SELECT worker_id FROM pgjobs.jobs"))
+    assert set(ran_by) <= {w.pid for w in workers}
+    for w in workers:
+        assert len(w.outcomes()) == ran_by[w.pid]
+    # On a loaded machine one process may start only after the others drained the queue (it then
+    # exits 0 having run nothing), so ask for two of the three.
+    assert len(ran_by) >= 2, ran_by
+
+    assert_chain_invariants(fresh_dsn)
+
+
+# --- 5. a provider fault, end to end --------------------------------------------------------------
+
+
+def test_a_503_with_retry_after_snoozes_the_root_and_the_timeline_shows_both_attempts(cli, fresh_dsn, sandbox,
+                                                                                     sql, wait_for):
+    # The first (and only) request for Collision Course's release gets MusicBrainz's 503 with
+    # Retry-After: the root snoozes (no attempt spent) and the limiter holds every caller back.
+    sandbox.add_fault(match=f"/musicbrainz/ws/2/release/{COLLISION_COURSE}", status=503, retry_after=1, times=1)
+    env = cli.env(**sandbox.env())
+    roots = _enqueue_albums(cli, env)
+    faulted = roots[COLLISION_COURSE]
+
+    # A daemon worker, stopped once nothing is queued or running: `--burst` does not wait for jobs
+    # scheduled later (a snoozed root), so it could exit with the chain unfinished.
+    worker = cli.start("worker", env=env)
+    with reaped(worker):
+        wait_for(lambda: unfinished_jobs(fresh_dsn) == 0, 60, "every job to finish")
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(timeout=15) == 0, worker.stderr[-3000:]
+    assert sandbox.faults() == []  # spent
+
+    # The sandbox saw the faulted request, then the retry no sooner than Retry-After allowed.
+    releases = [r for r in sandbox.requests("musicbrainz") if COLLISION_COURSE in r["path"]]
+    assert [(r["status"], r["outcome"]) for r in releases] == [(503, "fault:status"), (200, None)]
+    assert releases[1]["monotonic"] - releases[0]["monotonic"] >= MIN_SPACING
+
+    # The root's own rows: FAILED RATE_LIMITED (attempt 1), then SUCCESS (attempt 2); same job.
+    rows = cli.json("timeline", str(faulted), env=env)
+    _assert_family_shape(rows, faulted)
+    assert [(r["job_id"], r["attempt"], r["status"], r["error_code"]) for r in rows if r["is_root_job"]] == [
+        (faulted, 1, "FAILED", "RATE_LIMITED"), (faulted, 2, "SUCCESS", None)]
+    assert Counter(r["operation"] for r in rows if r["status"] != "FAILED") == FAMILIES[COLLISION_COURSE]
+    assert sql(fresh_dsn, "SELECT state::text, attempt, snoozes FROM pgjobs.jobs WHERE id = %s",
+               (faulted,)) == [("succeeded", 2, 1)]
+
+    # Still one root row for it (two attempts), next to the other two roots.
+    listed = cli.json("timeline", env=env)
+    assert sorted(r["root_job_id"] for r in listed) == sorted(roots.values())
+    (row,) = [r for r in listed if r["root_job_id"] == faulted]
+    assert (row["latest_status"], row["root_attempts"], row["descendants_failed"]) == ("SUCCESS", 2, 0)
+    assert {r["root_attempts"] for r in listed if r["root_job_id"] != faulted} == {1}
+
+    assert_chain_invariants(fresh_dsn)
+
+
+# --- 6. bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("args, message", [
+    (["timeline", "--status", "DONE"], "unknown status 'DONE'"),
+    (["timeline", "424242"], "no log rows for root job 424242"),
+    (["enqueue", "enrich-album"], "give exactly one of ALBUM_ID or --mbid"),
+    (["enqueue", "enrich-album", str(uuid.UUID(int=1)), "--mbid", COLLISION_COURSE],
+     "give exactly one of ALBUM_ID or --mbid"),
+])
+def test_bad_input_is_one_line_and_exit_2(cli, fresh_dsn, sql, args, message):
+    for json_flag in ([], ["--json"]):
+        ran = cli(*args, *json_flag, check=False)
+        assert ran.returncode == 2, (ran.stdout, ran.stderr)
+        assert ran.stdout == ""
+        (line,) = ran.stderr.strip().splitlines()
+        assert line.startswith("pgjobs: error: ") and message in line, line
+    # Nothing was written: no album stub, no job.
+    assert sql(fresh_dsn, "SELECT (SELECT count(*) FROM pgjobs.jobs), (SELECT count(*) FROM album)") == [(0, 0)]
