@@ -12,7 +12,7 @@ import asyncio
 import psycopg
 import typer
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgjobs import migrations
 from pgjobs.cli.common import cli, console
@@ -62,4 +62,5 @@ def demo(ctx: typer.Context, concurrency: int = typer.Option(8, min=1)) -> None:
     _print_roots(roots)
     for root_job_id, rows in families:
         _print_family(root_job_id, rows)
-    console.print(f"\nExplore it: psql \"{dsn}\" -c 'SELECT * FROM enrichment_roots'")
+    shown = make_conninfo(dsn, password="***") if conninfo_to_dict(dsn).get("password") else dsn
+    console.print(f"\nExplore it: psql \"{shown}\" -c 'SELECT * FROM enrichment_roots'")

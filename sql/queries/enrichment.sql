@@ -64,8 +64,13 @@ SET title = excluded.title,
     isrc = coalesce(excluded.isrc, public.track.isrc);
 
 -- name: update_artist_from_musicbrainz
-UPDATE public.artist
+-- MusicBrainz may answer for a merged MBID with the surviving artist: keep its id, unless another
+-- row already holds that one (then this row keeps its own and the duplicate is left to a merge).
+UPDATE public.artist a
 SET name = %(name)s, sort_name = %(sort_name)s, genres = %(genres)s,
+    musicbrainz_id = CASE WHEN EXISTS (SELECT FROM public.artist o WHERE o.musicbrainz_id = %(mbid)s::uuid
+                                                                     AND o.id <> a.id)
+                          THEN a.musicbrainz_id ELSE %(mbid)s::uuid END,
     discogs_id = coalesce(%(discogs_id)s, discogs_id), data_quality = %(data_quality)s,
     enriched_at = now(), updated_at = now()
 WHERE id = %(id)s;

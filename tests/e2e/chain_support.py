@@ -10,6 +10,7 @@ import json
 import re
 import signal
 import subprocess
+import time
 from contextlib import contextmanager
 from typing import Any, Callable, Iterator
 
@@ -31,20 +32,15 @@ _LISTENING = re.compile(r"sandbox listening on (http://\S+)")
 # --- processes ------------------------------------------------------------------------------------
 
 
-def stop(proc: Any) -> None:
-    """SIGKILL a Proc (tests/e2e/conftest.py) and its process group if it still runs, reap it, close
-    its pipes: for `finally` blocks. Harmless on a process that already exited."""
-    proc.kill()
-
-
 @contextmanager
 def reaped(*procs: Any) -> Iterator[None]:
-    """`with reaped(worker): …` — whatever happens inside, the processes are dead and waited for."""
+    """`with reaped(worker): …` — whatever happens inside, on the way out each process (a Proc of
+    tests/e2e/conftest.py) still running is SIGKILLed with its process group, and each is reaped."""
     try:
         yield
     finally:
         for proc in procs:
-            stop(proc)
+            proc.kill()
 
 
 class Sandbox:
@@ -67,19 +63,19 @@ class Sandbox:
                 return found.group(1) if found else None
             url = wait_for(listening, 20, "the sandbox's 'listening' line")
         except BaseException:
-            stop(proc)
+            proc.kill()
             raise
         return cls(proc, url)
 
     def close(self) -> None:
         self._http.close()
         if self.proc.popen.poll() is None:
-            self.proc.signal(signal.SIGTERM)  # serve() stops on SIGTERM; stop() below reaps it either way
+            self.proc.signal(signal.SIGTERM)  # serve() stops on SIGTERM; kill() below reaps it either way
             try:
                 self.proc.popen.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
-        stop(self.proc)
+        self.proc.kill()
 
     def env(self) -> dict[str, str]:
         """The PGJOBS_* variables pointing every provider (and its credentials) at this sandbox."""
@@ -106,6 +102,64 @@ class Sandbox:
 def unfinished_jobs(dsn: str) -> int:
     with psycopg.connect(dsn, autocommit=True) as conn:
         return conn.execute("SELECT count(*) FROM pgjobs.jobs WHERE state IN ('queued', 'running')").fetchone()[0]
+
+
+# --- the global rate limiters -----------------------------------------------------------------------
+
+# Test instrumentation on the test's own database: every slot a limiter hands out, as the row's
+# new next_slot minus its interval (exactly what rate_limit_acquire's RETURNING computes).
+_SLOT_RECORDER = """
+CREATE TABLE public.e2e_limiter_slots (name text NOT NULL, slot timestamptz NOT NULL);
+CREATE FUNCTION public.e2e_record_slot() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO public.e2e_limiter_slots (name, slot)
+    VALUES (NEW.name, NEW.next_slot - make_interval(secs => NEW.interval_ms / 1000.0));
+    RETURN NEW;
+END $$;
+CREATE TRIGGER e2e_record_slot AFTER INSERT OR UPDATE ON pgjobs.rate_limits
+    FOR EACH ROW EXECUTE FUNCTION public.e2e_record_slot();
+"""
+
+
+def record_limiter_slots(dsn: str) -> None:
+    """Record every limiter slot from now on (call before any worker runs; no penalties expected)."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(_SLOT_RECORDER)
+
+
+def _db_clock_offset(conn: psycopg.Connection) -> tuple[float, float]:
+    """(database clock - this host's clock, uncertainty), both in seconds, from one round trip."""
+    before = time.time()
+    (db_now,) = conn.execute("SELECT extract(epoch FROM clock_timestamp())::float8").fetchone()
+    after = time.time()
+    return db_now - (before + after) / 2, (after - before) / 2
+
+
+def assert_paced(dsn: str, limiter: str, requests: list[dict[str, Any]], interval: float) -> None:
+    """The global limiter held `limiter`'s calls (as the sandbox recorded them) to one per `interval`.
+
+    Two statements, each exact, instead of "arrivals >= interval - slack apart":
+    1. the limiter handed out one slot per call, consecutive slots `interval` apart (database
+       arithmetic on one clock: no slack);
+    2. no call went out before its slot: the k-th arrival is no earlier than the k-th slot, so by any
+       moment the API has seen no more calls than the schedule allows.
+    Arrival gaps themselves may dip below `interval`: a call is always *late* for its slot by the
+    database reply, the caller's timer and the HTTP send, and that lateness differs per call (it
+    reached 120 ms on a loaded 2-core machine), so a late call followed by a punctual one lands
+    less than `interval` after it without any slot being shared.
+    """
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        slots = [row[0] for row in conn.execute(
+            "SELECT extract(epoch FROM slot)::float8 FROM public.e2e_limiter_slots WHERE name = %s ORDER BY slot",
+            (limiter,))]
+        offset, uncertainty = _db_clock_offset(conn)
+    arrivals = sorted(r["wall"] for r in requests)  # the sandbox runs on this host: this host's clock
+    assert len(slots) == len(arrivals), f"{limiter}: {len(slots)} slots handed out for {len(arrivals)} calls"
+    gaps = [round(b - a, 4) for a, b in zip(slots, slots[1:])]
+    assert all(gap >= interval - 1e-6 for gap in gaps), f"{limiter}: slots closer than {interval}s: {gaps}"
+    late = [round(arrival - (slot - offset), 4) for slot, arrival in zip(slots, arrivals)]
+    # 2 ms on top of the measured clock uncertainty: float rounding of epoch seconds, timer resolution.
+    assert min(late) >= -(uncertainty + 0.002), f"{limiter}: a call went out before its slot (s late: {late})"
 
 
 # Each check lists the rows that break it; an empty list everywhere means the chain is sound.

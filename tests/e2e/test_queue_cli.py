@@ -85,7 +85,6 @@ def _assert_usage_error(ran, *needles: str) -> str:
 @pytest.mark.parametrize("payload, needle", [
     ('{"sleep_ms": ', "not valid JSON"),
     ("[1, 2]", "must be a JSON object, got list"),
-    ('"soon"', "must be a JSON object, got str"),
     ('{"sleep_ms": "soon"}', "invalid payload for noop: sleep_ms"),
 ])
 def test_enqueue_rejects_a_bad_payload(cli, fresh_dsn, sql, payload, needle):

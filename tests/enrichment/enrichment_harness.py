@@ -44,9 +44,11 @@ ELLA_FITZGERALD = "05f7618e-a7de-4914-ba3a-3311b1aa0ba0"
 LOUIS_ARMSTRONG = "c5d2d50d-733d-43dc-825c-f47d9060ac06"
 COLDPLAY_DISCOGS = 29735
 UNKNOWN_DISCOGS = 999999999  # the sandbox's Discogs 404 fixture
+MERGED_INTO_COLDPLAY = "5a1f32b1-3d33-4b45-a5ac-2bc4d9e0a76f"  # MusicBrainz answers 301 to COLDPLAY
 # Added by tests/enrichment/fixtures (served with `Pipeline.serve_test_fixtures()`).
 VARIOUS_ARTISTS_RELEASE = "7a1e0b4c-3d2f-4e5a-9b6c-8d7e6f5a4b3c"
-WEAK_MATCH_ARTIST = "Velvet Lantern Orchestra"
+WEAK_MATCH_ARTIST = "Velvet Lantern Orchestra"  # Discogs id 9100002 = its best (weak) candidate
+OVERFLOWING_RELEASE = "7a1e0b4c-3d2f-4e5a-9b6c-8d7e6f5a4b3d"  # a track length beyond track.duration_ms
 
 
 @dataclass
@@ -225,6 +227,13 @@ class Pipeline:
         root = job["parent_id"] is None
         assert row["is_root_job"] is root
         assert row["parent_job_id"] == (None if root else job["root_id"])
+        if row["data_quality_after"] is not None:  # the log tells the truth about the entity it wrote
+            table = {"ALBUM": "album", "ARTIST": "artist"}[row["entity_type"]]
+            entity = self.one(sql.SQL("SELECT data_quality FROM public.{} WHERE id = %s").format(
+                sql.Identifier(table)), (row["entity_id"],))
+            assert entity is None or entity["data_quality"] == row["data_quality_after"], (
+                f"log says data_quality_after={row['data_quality_after']}, the {table} row holds "
+                f"{entity['data_quality']}")
         self.assert_lineage()
         return Attempt(row, job)
 

@@ -16,8 +16,8 @@ from importlib import resources
 
 import pytest
 from enrichment_harness import (COLDPLAY, COLDPLAY_DISCOGS, COLLISION_COURSE, ELLA_AND_LOUIS, ELLA_FITZGERALD,
-                                JAY_Z, LINKIN_PARK, LOUIS_ARMSTRONG, UNKNOWN_DISCOGS, VARIOUS_ARTISTS_RELEASE,
-                                WEAK_MATCH_ARTIST, Attempt, Pipeline)
+                                JAY_Z, LINKIN_PARK, LOUIS_ARMSTRONG, MERGED_INTO_COLDPLAY, OVERFLOWING_RELEASE,
+                                UNKNOWN_DISCOGS, VARIOUS_ARTISTS_RELEASE, WEAK_MATCH_ARTIST, Attempt, Pipeline)
 
 from pgjobs.enrichment.kinds import Op
 from pgjobs.sandbox.images import to_sandbox_url
@@ -50,7 +50,7 @@ def assert_failed_for_good(attempt: Attempt) -> None:
 def assert_queued_for_retry(attempt: Attempt) -> None:
     job = attempt.job
     assert (job["state"], job["attempt"], job["snoozes"]) == ("queued", 1, 0)  # one attempt spent
-    assert job["run_at"] > datetime.now(timezone.utc) + timedelta(seconds=1)  # backoff: 2 s ± 25 %
+    assert job["run_at"] - job["attempted_at"] >= timedelta(seconds=1.5)  # backoff: 2 s ± 25 %
 
 
 def discogs_primary_image(pipeline: Pipeline) -> str:
@@ -84,7 +84,8 @@ async def test_enrich_album_success_saves_release_and_queues_artists_and_cover(p
     assert (attempt.job["state"], attempt.job["attempt"]) == ("succeeded", 1)
 
     album = pipeline.album(album_id)
-    assert (album["title"], album["release_date"], album["data_quality"]) == ("Collision Course", "2004-11-30", "MEDIUM")
+    assert (album["title"], album["release_date"]) == ("Collision Course", "2004-11-30")
+    assert album["data_quality"] == "MEDIUM"
     assert album["enriched_at"] is not None
     assert pipeline.album_artists(album_id) == [("JAY\u2010Z", " / "), ("Linkin Park", "")]
     tracks = pipeline.tracks(album_id)
@@ -149,6 +150,17 @@ async def test_force_re_enriches_an_already_enriched_album(pipeline: Pipeline):
     assert all(c["payload"]["force"] is True for c in children)  # the refresh goes down the chain
 
 
+async def test_force_re_enrich_of_an_album_with_a_cached_cover_keeps_it_high_quality(pipeline: Pipeline):
+    album_id = pipeline.add_album("Collision Course", mbid=COLLISION_COURSE, data_quality="HIGH",
+                                  cloudflare_image_id=f"pgjobs/album/{COLLISION_COURSE}",
+                                  enriched_at=datetime(2024, 5, 1, tzinfo=timezone.utc))
+
+    attempt = await pipeline.attempt(pipeline.enrich_album(album_id, force=True))
+
+    assert (attempt.log["status"], attempt.log["data_quality_before"]) == ("SUCCESS", "HIGH")
+    assert attempt.log["data_quality_after"] == pipeline.album(album_id)["data_quality"] == "HIGH"
+
+
 async def test_missing_album_fails_album_not_found_at_once(pipeline: Pipeline):
     album_id = pipeline.add_album("About to vanish")
     root = pipeline.enrich_album(album_id)
@@ -188,7 +200,7 @@ async def test_musicbrainz_503_with_retry_after_snoozes_without_spending_an_atte
                                 "retryAfter": 30.0}
     job = attempt.job
     assert (job["state"], job["attempt"], job["snoozes"]) == ("queued", 1, 1)  # attempt - snoozes = 0 spent
-    assert job["run_at"] > datetime.now(timezone.utc) + timedelta(seconds=25)
+    assert job["run_at"] - job["attempted_at"] >= timedelta(seconds=30)  # Retry-After honoured
     assert pipeline.album(album_id)["enriched_at"] is None and pipeline.children(job["id"]) == []
 
 
@@ -245,6 +257,64 @@ async def test_various_artists_credit_queues_no_enrich_artist(pipeline: Pipeline
     assert pipeline.children(attempt.job["id"]) == []  # no ENRICH_ARTIST; no cover; full tracklist
 
 
+async def test_enrich_album_without_an_mbid_finds_its_release_by_fuzzy_title(pipeline: Pipeline):
+    ella = pipeline.add_artist("Ella Fitzgerald", mbid=ELLA_FITZGERALD)
+    album_id = pipeline.add_album("Ella and Louis", artists=[(ella, "")])
+
+    attempt = await pipeline.attempt(pipeline.enrich_album(album_id))
+
+    assert attempt.log["status"] == "PARTIAL_SUCCESS"  # the release found has no tracklist
+    meta = attempt.metadata
+    assert (meta["searchQuery"], meta["resultsCount"], meta["bestScore"], meta["bestCandidate"]) == (
+        "Ella and Louis", 4, 1.0, "Ella and Louis")
+    assert (meta["releaseGroupId"], meta["musicbrainzId"]) == ("195d8305-3ee0-4ae9-825f-5fd7d6ce6fb3", ELLA_AND_LOUIS)
+    assert attempt.log["api_call_count"] == 2  # the search, then the release
+    assert str(pipeline.album(album_id)["musicbrainz_id"]) == ELLA_AND_LOUIS
+
+
+async def test_enrich_album_title_without_a_confident_match_is_no_data_available(pipeline: Pipeline):
+    ella = pipeline.add_artist("Ella Fitzgerald", mbid=ELLA_FITZGERALD)
+    album_id = pipeline.add_album("Ella and Louis Forever", artists=[(ella, "")])
+
+    attempt = await pipeline.attempt(pipeline.enrich_album(album_id))
+
+    assert (attempt.log["status"], attempt.log["error_code"]) == ("NO_DATA_AVAILABLE", None)
+    assert "confidence < 0.85" in attempt.log["reason"]
+    assert attempt.metadata == {"searchQuery": "Ella and Louis Forever", "resultsCount": 4, "bestScore": 0.829,
+                                "bestCandidate": "Ella & Louis Live"}
+    assert (attempt.job["state"], attempt.job["attempt"]) == ("succeeded", 1)
+    assert pipeline.album(album_id)["enriched_at"] is None and pipeline.children(attempt.job["id"]) == []
+
+
+async def test_failed_database_write_logs_write_failed_and_keeps_none_of_the_attempts_effects(pipeline: Pipeline):
+    pipeline.serve_test_fixtures()
+    album_id = pipeline.album_stub(OVERFLOWING_RELEASE)  # a track length that overflows track.duration_ms
+
+    attempt = await pipeline.attempt(pipeline.enrich_album(album_id))
+
+    assert (attempt.log["status"], attempt.log["error_code"]) == ("FAILED", "WRITE_FAILED")
+    assert attempt.metadata == {"intendedStatus": "SUCCESS"}
+    assert "NumericValueOutOfRange" in attempt.log["error_message"]
+    assert_queued_for_retry(attempt)
+    assert attempt.job["last_error"].startswith("completion write failed: NumericValueOutOfRange")
+    album = pipeline.album(album_id)  # the attempt's writes rolled back whole: one transaction
+    assert album["enriched_at"] is None and album["title"].startswith("MusicBrainz release ")
+    assert pipeline.tracks(album_id) == [] and pipeline.album_artists(album_id) == []
+    assert pipeline.rows("SELECT * FROM public.artist") == [] and pipeline.children(attempt.job["id"]) == []
+
+
+async def test_retryable_failure_on_the_last_attempt_fails_the_job(pipeline: Pipeline):
+    artist_id = pipeline.add_artist("Coldplay", mbid=COLDPLAY)
+    pipeline.sandbox.add_fault("/musicbrainz/ws/2/artist/", status=502)
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.ENRICH_ARTIST, {"artist_id": str(artist_id)},
+                                                      max_attempts=1))
+
+    assert (attempt.log["status"], attempt.log["error_code"]) == ("FAILED", "UNAVAILABLE")
+    assert attempt.log["reason"] == "musicbrainz failed (UNAVAILABLE); no attempts left"
+    assert (attempt.job["state"], attempt.job["attempt"]) == ("failed", 1)
+
+
 # -- ENRICH_ARTIST -------------------------------------------------------------------------------
 
 
@@ -281,6 +351,36 @@ async def test_enrich_artist_without_a_discogs_relation_queues_discogs_search(pi
     assert (child["payload"]["artist_id"], child["payload"]["artist_name"]) == (str(artist_id), "Linkin Park")
 
 
+async def test_enrich_artist_without_an_mbid_is_no_data_and_searches_discogs_by_name(pipeline: Pipeline):
+    artist_id = pipeline.add_artist("Coldplay")
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.ENRICH_ARTIST, {"artist_id": str(artist_id)}))
+
+    assert (attempt.log["status"], attempt.log["api_call_count"]) == ("NO_DATA_AVAILABLE", 0)
+    assert attempt.log["reason"] == "artist has no MusicBrainz id; searching Discogs by name"
+    assert (attempt.job["state"], attempt.job["attempt"]) == ("succeeded", 1)
+    (child,) = assert_queued_children(pipeline, attempt)
+    assert (child["kind"], child["payload"]["artist_name"]) == ("DISCOGS_SEARCH_ARTIST", "Coldplay")
+
+
+async def test_enrich_artist_with_a_known_uncached_image_also_queues_the_image_cache(pipeline: Pipeline):
+    artist_id = pipeline.add_artist("Linkin Park", mbid=LINKIN_PARK, image_url="https://example.org/lp.jpg")
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.ENRICH_ARTIST, {"artist_id": str(artist_id)}))
+
+    assert attempt.log["status"] == "SUCCESS"
+    assert kinds(assert_queued_children(pipeline, attempt)) == ["CACHE_ARTIST_IMAGE", "DISCOGS_SEARCH_ARTIST"]
+
+
+async def test_enrich_artist_of_a_merged_mbid_stores_the_surviving_mbid(pipeline: Pipeline):
+    artist_id = pipeline.add_artist("Coldplay", mbid=MERGED_INTO_COLDPLAY)
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.ENRICH_ARTIST, {"artist_id": str(artist_id)}))
+
+    assert attempt.log["status"] == "SUCCESS" and attempt.metadata["musicbrainzId"] == COLDPLAY
+    assert str(pipeline.artist(artist_id)["musicbrainz_id"]) == COLDPLAY
+
+
 async def test_enrich_artist_already_enriched_is_skipped(pipeline: Pipeline):
     artist_id = pipeline.add_artist("Coldplay", mbid=COLDPLAY, enriched_at=datetime(2024, 1, 2, tzinfo=timezone.utc))
 
@@ -299,7 +399,8 @@ async def test_artist_already_in_hand_under_another_root_is_skipped_naming_that_
     await pipeline.run(first)  # its ENRICH_ARTIST children stay queued: the artists are in hand
     second = pipeline.enrich_album(album_id, force=True)
     await pipeline.run(second)
-    first_artists = {c["payload"]["artist_id"]: c["id"] for c in pipeline.children(first) if c["kind"] == "ENRICH_ARTIST"}
+    first_artists = {c["payload"]["artist_id"]: c["id"] for c in pipeline.children(first)
+                     if c["kind"] == "ENRICH_ARTIST"}
 
     await pipeline.run(burst=True, concurrency=10)  # both families, to the end
 
@@ -425,6 +526,21 @@ async def test_discogs_get_artist_saves_profile_and_image_and_queues_the_image_c
     assert (child["payload"]["artist_id"], child["payload"]["source_provider"]) == (str(artist_id), "discogs")
 
 
+async def test_discogs_get_artist_without_image_or_profile_is_partial_success(pipeline: Pipeline):
+    pipeline.serve_test_fixtures()
+    artist_id = pipeline.add_artist(WEAK_MATCH_ARTIST)
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.DISCOGS_GET_ARTIST, {
+        "artist_id": str(artist_id), "discogs_id": 9100002}))
+
+    assert attempt.log["status"] == "PARTIAL_SUCCESS"
+    assert attempt.log["reason"] == "fetched the Discogs artist; it has no image; no profile"
+    assert (attempt.metadata["imagesFound"], attempt.metadata["matchedProfile"]) == (0, None)
+    assert (attempt.log["fields_enriched"], attempt.log["data_quality_after"]) == ([], "MEDIUM")
+    assert pipeline.artist(artist_id)["discogs_id"] == "9100002"
+    assert pipeline.children(attempt.job["id"]) == []  # no image: nothing to cache
+
+
 async def test_discogs_get_artist_404_fails_not_found(pipeline: Pipeline):
     artist_id = pipeline.add_artist("Nobody")
 
@@ -503,6 +619,27 @@ async def test_cache_artist_image_that_404s_fails_image_fetch_failed_and_marks_n
     assert pipeline.sandbox.uploads() == []
 
 
+async def test_cache_artist_image_whose_url_is_not_an_image_fails_rejected_and_marks_none(pipeline: Pipeline):
+    not_an_image = f"{pipeline.sandbox.url}/discogs/artists/{COLDPLAY_DISCOGS}"  # JSON, not image/*
+    artist_id = pipeline.add_artist("Coldplay", discogs_id=str(COLDPLAY_DISCOGS), image_url=not_an_image)
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.CACHE_ARTIST_IMAGE, {"artist_id": str(artist_id)}))
+
+    assert (attempt.log["status"], attempt.log["error_code"]) == ("FAILED", "IMAGE_REJECTED")
+    assert "not an image" in attempt.log["error_message"]
+    assert_failed_for_good(attempt)
+    assert pipeline.artist(artist_id)["cloudflare_image_id"] == "none" and pipeline.sandbox.uploads() == []
+
+
+async def test_cache_artist_image_without_an_image_url_is_no_data_available(pipeline: Pipeline):
+    artist_id = pipeline.add_artist("Coldplay", discogs_id=str(COLDPLAY_DISCOGS))
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.CACHE_ARTIST_IMAGE, {"artist_id": str(artist_id)}))
+
+    assert (attempt.log["status"], attempt.log["reason"]) == ("NO_DATA_AVAILABLE", "no image URL known for the artist")
+    assert pipeline.artist(artist_id)["cloudflare_image_id"] is None and pipeline.sandbox.requests() == []
+
+
 # -- CACHE_ALBUM_COVER ---------------------------------------------------------------------------
 
 
@@ -534,6 +671,26 @@ async def test_cache_album_cover_without_cover_art_is_no_data_and_marks_none(pip
     assert (attempt.job["state"], attempt.job["attempt"]) == ("succeeded", 1)
     assert pipeline.album(album_id)["cloudflare_image_id"] == "none"
     assert pipeline.sandbox.uploads() == []
+
+
+async def test_cache_album_cover_already_cached_is_skipped(pipeline: Pipeline):
+    album_id = pipeline.add_album("Collision Course", mbid=COLLISION_COURSE, cloudflare_image_id="pgjobs/album/x")
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.CACHE_ALBUM_COVER, {"album_id": str(album_id)}))
+
+    assert attempt.log["status"] == "SKIPPED"
+    assert attempt.metadata == {"albumTitle": "Collision Course", "existingCloudflareImageId": "pgjobs/album/x"}
+    assert pipeline.sandbox.requests() == []
+
+
+async def test_cache_album_cover_of_an_album_without_an_mbid_is_no_data_available(pipeline: Pipeline):
+    album_id = pipeline.add_album("Untraceable")
+
+    attempt = await pipeline.attempt(pipeline.enqueue(Op.CACHE_ALBUM_COVER, {"album_id": str(album_id)}))
+
+    assert (attempt.log["status"], attempt.log["reason"]) == ("NO_DATA_AVAILABLE",
+                                                             "album has no MusicBrainz release id")
+    assert pipeline.album(album_id)["cloudflare_image_id"] is None and pipeline.sandbox.requests() == []
 
 
 # -- SPOTIFY_TRACK_FALLBACK ----------------------------------------------------------------------

@@ -52,6 +52,13 @@ async def enrich_album(env: Env, job: Job, p: EnrichAlbum) -> Result:
         return Result("NO_DATA_AVAILABLE", "no MusicBrainz release matches the album title (confidence < 0.85)",
                       quality_before=before, quality_after=before, metadata=search)
     release = await env.providers.musicbrainz.release(mbid)
+    owner = await env.row("album_by_mbid", {"mbid": release.id})
+    if owner is not None and owner["id"] != album["id"]:
+        # The unique musicbrainz_id would fail every attempt: say so once, do not retry.
+        return Result("FAILED", f"release {release.id} already belongs to album {owner['id']}; not retried",
+                      error_code="DUPLICATE_RELEASE", error_message=f"album {owner['id']} holds release {release.id}",
+                      quality_before=before, quality_after=before, next="discard",
+                      metadata=search | {"musicbrainzId": release.id, "otherAlbumId": str(owner["id"])})
     gaps = [m.position for m in release.media if m.lacks_track_data]
     after = album_quality(album, enriched=True)
     metadata = search | {
@@ -62,7 +69,7 @@ async def enrich_album(env: Env, job: Job, p: EnrichAlbum) -> Result:
     }
 
     async def apply(tx: JobTransaction, result: Result) -> None:
-        await _save_release(tx, album["id"], release)
+        await _save_release(tx, album["id"], release, quality=after)
         await _spawn_artists(tx, result, album["id"], release, p)
         if release.has_front_cover:
             await spawn(tx, result, Op.CACHE_ALBUM_COVER, CacheAlbumCover(album_id=album["id"],
@@ -79,10 +86,10 @@ async def enrich_album(env: Env, job: Job, p: EnrichAlbum) -> Result:
                   metadata=metadata, apply=apply)
 
 
-async def _save_release(tx: JobTransaction, album_id: Any, release: Release) -> None:
+async def _save_release(tx: JobTransaction, album_id: Any, release: Release, *, quality: str) -> None:
     await tx.execute(Q["update_album"], {
         "id": album_id, "title": release.title, "mbid": release.id, "release_date": release.date,
-        "genres": [g.name for g in release.genres], "data_quality": "MEDIUM"})
+        "genres": [g.name for g in release.genres], "data_quality": quality})
     for medium in release.media:
         for track in medium.tracks or ():
             await tx.execute(Q["upsert_track"], {

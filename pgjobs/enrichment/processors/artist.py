@@ -50,7 +50,7 @@ async def enrich_artist(env: Env, job: Job, p: EnrichArtist) -> Result:
 
     async def apply(tx: JobTransaction, result: Result) -> None:
         await tx.execute(Q["update_artist_from_musicbrainz"], {
-            "id": artist["id"], "name": found.name, "sort_name": found.sort_name, "genres": genres,
+            "id": artist["id"], "name": found.name, "sort_name": found.sort_name, "genres": genres, "mbid": found.id,
             "discogs_id": str(discogs_id) if discogs_id else None, "data_quality": after})
         common = {"artist_id": artist["id"], "triggered_by": p.triggered_by}
         if discogs_id is not None:

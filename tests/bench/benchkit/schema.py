@@ -1,8 +1,9 @@
-"""Bench databases: one fresh database per system, and the enrichment_log table audited runs write.
+"""Bench databases: one fresh database per system, and the audit table audited runs write.
 
-The audit table mirrors the seed's EnrichmentLog (about 15 columns, a jsonb metadata, the three
-lineage columns and the CHECK the design requires), so "audited drain" costs what the real
-pipeline's audit row costs. Every system writes the same row into the same table shape.
+bench_enrichment_log copies the shape of pgjobs' own enrichment_log (sql/migrations/0002_catalog.sql:
+its columns, CHECKs and indexes, the unique (job_id, attempt) one included), so "audited drain"
+costs what the real pipeline's audit row costs; it has its own name so that it never collides with
+the real table in a migrated database. Every system writes the same row into the same table.
 """
 
 from __future__ import annotations
@@ -16,32 +17,39 @@ from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict
 
 ENRICHMENT_LOG = """
-CREATE TABLE IF NOT EXISTS enrichment_log (
-    id                  bigserial PRIMARY KEY,
-    entity_type         text NOT NULL,
-    entity_id           text NOT NULL,
+CREATE TABLE IF NOT EXISTS bench_enrichment_log (
+    id                  bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    entity_type         text NOT NULL CHECK (entity_type IN ('ALBUM', 'ARTIST', 'TRACK')),
+    entity_id           uuid,
     operation           text NOT NULL,
     sources             text[] NOT NULL DEFAULT '{}',
-    status              text NOT NULL,
+    status              text NOT NULL
+        CHECK (status IN ('SUCCESS', 'PARTIAL_SUCCESS', 'FAILED', 'SKIPPED', 'NO_DATA_AVAILABLE')),
     reason              text,
     fields_enriched     text[] NOT NULL DEFAULT '{}',
-    data_quality_before text,
-    data_quality_after  text,
+    data_quality_before text CHECK (data_quality_before IN ('LOW', 'MEDIUM', 'HIGH')),
+    data_quality_after  text CHECK (data_quality_after IN ('LOW', 'MEDIUM', 'HIGH')),
     duration_ms         integer,
     api_call_count      integer NOT NULL DEFAULT 0,
     metadata            jsonb NOT NULL DEFAULT '{}',
-    error_code          text,
     error_message       text,
+    error_code          text,
     job_id              bigint,
     parent_job_id       bigint,
     is_root_job         boolean NOT NULL DEFAULT false,
+    attempt             integer,
     triggered_by        text,
-    created_at          timestamptz NOT NULL DEFAULT now(),
-    CONSTRAINT enrichment_log_root CHECK (NOT (is_root_job AND parent_job_id IS NOT NULL))
+    created_at          timestamptz NOT NULL DEFAULT clock_timestamp(),
+    CONSTRAINT bench_log_root_has_no_parent CHECK (NOT (is_root_job AND parent_job_id IS NOT NULL)),
+    CONSTRAINT bench_log_linked CHECK (job_id IS NULL OR is_root_job OR parent_job_id IS NOT NULL)
 );
-CREATE INDEX IF NOT EXISTS enrichment_log_job_id_idx ON enrichment_log (job_id);
-CREATE INDEX IF NOT EXISTS enrichment_log_parent_job_id_idx ON enrichment_log (parent_job_id);
-CREATE INDEX IF NOT EXISTS enrichment_log_created_at_idx ON enrichment_log (created_at);
+CREATE INDEX IF NOT EXISTS bench_log_parent_job_idx ON bench_enrichment_log (parent_job_id, created_at)
+    WHERE parent_job_id IS NOT NULL;
+CREATE INDEX IF NOT EXISTS bench_log_roots_idx ON bench_enrichment_log (created_at DESC) WHERE is_root_job;
+CREATE INDEX IF NOT EXISTS bench_log_job_idx ON bench_enrichment_log (job_id);
+CREATE INDEX IF NOT EXISTS bench_log_entity_idx ON bench_enrichment_log (entity_type, entity_id, created_at);
+CREATE UNIQUE INDEX IF NOT EXISTS bench_log_attempt_idx ON bench_enrichment_log (job_id, attempt)
+    WHERE job_id IS NOT NULL;
 """
 
 

@@ -1,7 +1,7 @@
 // Bench driver for BullMQ on Redis (node, packages from .bench/node; our code, none of BullMQ's).
 //
-// Same protocol as the Python drivers: `node bullmq_driver.mjs WORKLOAD --n N --redis URL
-// [--dsn URL] [--set concurrency=C] ...`, one `BENCH-RESULT {json}` line on stdout.
+// Same protocol as the Python drivers: `node bullmq_driver.mjs WORKLOAD --n N [--dsn URL]
+// [--set concurrency=C] ...` with Redis at $BENCH_REDIS_URL; one `BENCH-RESULT {json}` line on stdout.
 // BullMQ as documented: Queue.addBulk for bulk enqueue, one Worker with `concurrency`, ioredis.
 // Completed jobs are kept (BullMQ's default) so we can read the completed set back for the
 // exactly-once check; each run uses its own key prefix and obliterates it afterwards, so the
@@ -19,19 +19,19 @@ const pg = require('pg');
 const LOG_COLUMNS = [
   'entity_type', 'entity_id', 'operation', 'sources', 'status', 'reason', 'fields_enriched',
   'data_quality_before', 'data_quality_after', 'duration_ms', 'api_call_count', 'metadata',
-  'job_id', 'parent_job_id', 'is_root_job', 'triggered_by',
+  'job_id', 'parent_job_id', 'is_root_job', 'attempt', 'triggered_by',
 ];
-const LOG_INSERT = `INSERT INTO enrichment_log (${LOG_COLUMNS.join(', ')}) VALUES (${LOG_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`;
+const LOG_INSERT = `INSERT INTO bench_enrichment_log (${LOG_COLUMNS.join(', ')}) VALUES (${LOG_COLUMNS.map((_, i) => `$${i + 1}`).join(', ')})`;
 const FANOUT_CHILDREN = 5;
 
 function parseArgs(argv) {
-  const args = { workload: argv[0], settings: {}, warmup: 200, samples: 200, spacing: [10, 20] };
+  const args = { workload: argv[0], settings: {}, warmup: 200, samples: 200, spacing: [10, 20],
+    redis: process.env.BENCH_REDIS_URL ?? 'redis://127.0.0.1:6379' };
   for (let i = 1; i < argv.length; i += 2) {
     const [key, value] = [argv[i], argv[i + 1]];
     if (key === '--set') { const [k, v] = value.split('='); args.settings[k] = Number(v); }
     else if (key === '--n') args.n = Number(value);
     else if (key === '--dsn') args.dsn = value;
-    else if (key === '--redis') args.redis = value;
     else if (key === '--warmup') args.warmup = Number(value);
     else if (key === '--samples') args.samples = Number(value);
     else if (key === '--spacing-ms') args.spacing = value.split(',').map(Number);
@@ -39,10 +39,13 @@ function parseArgs(argv) {
   return args;
 }
 
+// The same row as protocol.log_values (entity id = the uuid whose integer value is seq).
 function logValues(jobId, rootId, seq, durationMs) {
-  return ['ALBUM', `album-${seq}`, 'BENCH_NOOP', ['BENCH'], 'SUCCESS', 'benchmark no-op', ['title'],
+  const hex = seq.toString(16).padStart(32, '0');
+  const entity = `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+  return ['ALBUM', entity, 'BENCH_NOOP', ['BENCH'], 'SUCCESS', 'benchmark no-op', ['title'],
     'LOW', 'HIGH', durationMs, 0, JSON.stringify({ seq, bench: true, cache: { source: 'bench', size: 1024, format: 'jpeg' } }),
-    Number(jobId), rootId === null ? null : Number(rootId), rootId === null, 'bench'];
+    Number(jobId), rootId === null ? null : Number(rootId), rootId === null, 1, 'bench'];
 }
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -132,12 +135,12 @@ async function drainLike(bench, args, kind) {
   const concurrency = args.settings.concurrency ?? 50;
   const roots = kind === 'fan.root' ? Math.max(1, Math.floor(args.n / 6)) : args.n;
   const total = kind === 'fan.root' ? roots * (1 + FANOUT_CHILDREN) : roots;
-  if (bench.pool) await bench.pool.query('TRUNCATE enrichment_log');
+  if (bench.pool) await bench.pool.query('TRUNCATE bench_enrichment_log');
   const warm = bench.queue('warmup');  // a queue of its own, so its jobs never mix with the measured ones
   const warmRoots = Math.min(args.warmup, roots);
   await bench.bulk(warm, kind, warmRoots);
   await bench.drain(warm, kind === 'fan.root' ? warmRoots * (1 + FANOUT_CHILDREN) : warmRoots, concurrency);
-  if (bench.pool) await bench.pool.query('TRUNCATE enrichment_log');
+  if (bench.pool) await bench.pool.query('TRUNCATE bench_enrichment_log');
   bench.executed = [];
   const queue = bench.queue('bench');
   const enqueueSeconds = await bench.bulk(queue, kind, roots);

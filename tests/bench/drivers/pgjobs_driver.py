@@ -80,7 +80,8 @@ class Bench:
         async def write(tx) -> None:
             # Runs inside the completion transaction: audit row + children + state change commit together.
             duration_ms = int((time.perf_counter() - started) * 1000)
-            await tx.execute(LOG_INSERT, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms))
+            await tx.execute(LOG_INSERT, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms,
+                                                     attempt=job.attempt))
             for c in range(children):
                 await tx.enqueue_child("fan.child", {"seq": seq * 10 + c + 1})
 
@@ -90,7 +91,7 @@ class Bench:
 def reset(dsn: str) -> None:
     """Each run starts from empty tables (the harness verifies the previous run before this)."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE pgjobs.jobs, enrichment_log")
+        conn.execute("TRUNCATE pgjobs.jobs, bench_enrichment_log")
 
 
 def enqueue_bulk(dsn: str, kind: str, n: int, queue: str = "default") -> Stopwatch:

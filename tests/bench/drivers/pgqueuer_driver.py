@@ -26,7 +26,7 @@ from protocol import (
 
 WORKLOADS = ("drain", "audited", "fanout", "wake")
 DEFAULT_BATCH = 100
-TABLES = "pgqueuer, pgqueuer_log, pgqueuer_statistics, enrichment_log"
+TABLES = "pgqueuer, pgqueuer_log, pgqueuer_statistics, bench_enrichment_log"
 
 
 class Bench:
@@ -78,7 +78,8 @@ class Bench:
         started = time.perf_counter()
         seq = json.loads(job.payload)["seq"]
         await self.log_pool.execute(
-            LOG_INSERT_DOLLAR, *log_values(job.id, root_id, seq, int((time.perf_counter() - started) * 1000))
+            LOG_INSERT_DOLLAR,
+            *log_values(job.id, root_id, seq, int((time.perf_counter() - started) * 1000), uuid_type=True)
         )
 
 

@@ -25,7 +25,7 @@ from protocol import (
 WORKLOADS = ("drain", "audited", "fanout", "wake")
 DEFAULT_CONCURRENCY = 10
 LOG_INSERT_NAMED = (
-    f"INSERT INTO enrichment_log ({', '.join(LOG_COLUMNS)}) "
+    f"INSERT INTO bench_enrichment_log ({', '.join(LOG_COLUMNS)}) "
     f"VALUES ({', '.join(f'%({c})s' for c in LOG_COLUMNS)})"
 )
 
@@ -78,7 +78,7 @@ class Bench:
             "SELECT to_regclass('procrastinate_jobs') IS NOT NULL AS ok")
         if not exists["ok"]:
             await self.app.schema_manager.apply_schema_async()
-        await self.app.connector.execute_query_async("TRUNCATE procrastinate_jobs, enrichment_log CASCADE")
+        await self.app.connector.execute_query_async("TRUNCATE procrastinate_jobs, bench_enrichment_log CASCADE")
 
     async def enqueue_bulk(self, kind: str, n: int) -> Stopwatch:
         with Stopwatch() as watch:

@@ -22,35 +22,38 @@ import random
 import resource
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
 RESULT_MARK = "BENCH-RESULT "
 
-# The enrichment_log-shaped audit row each audited job writes. The harness creates the table
+# The enrichment_log-shaped audit row each audited job writes (into bench_enrichment_log). The harness creates the table
 # (benchkit.schema); drivers only insert. psycopg placeholders; asyncpg/node drivers renumber.
 LOG_COLUMNS = (
     "entity_type", "entity_id", "operation", "sources", "status", "reason", "fields_enriched",
     "data_quality_before", "data_quality_after", "duration_ms", "api_call_count", "metadata",
-    "job_id", "parent_job_id", "is_root_job", "triggered_by",
+    "job_id", "parent_job_id", "is_root_job", "attempt", "triggered_by",
 )
 LOG_INSERT = (
-    f"INSERT INTO enrichment_log ({', '.join(LOG_COLUMNS)}) "
+    f"INSERT INTO bench_enrichment_log ({', '.join(LOG_COLUMNS)}) "
     f"VALUES ({', '.join('%s' for _ in LOG_COLUMNS)})"
 )
 LOG_INSERT_DOLLAR = (
-    f"INSERT INTO enrichment_log ({', '.join(LOG_COLUMNS)}) "
+    f"INSERT INTO bench_enrichment_log ({', '.join(LOG_COLUMNS)}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(LOG_COLUMNS) + 1))})"
 )
 
 
-def log_values(job_id: int, root_id: int | None, seq: int, duration_ms: int, *, metadata_json: bool = True) -> tuple:
+def log_values(job_id: int, root_id: int | None, seq: int, duration_ms: int, *, attempt: int = 1,
+               metadata_json: bool = True, uuid_type: bool = False) -> tuple:
     """One audit row: `root_id` None for a root job, else the root's id (flat lineage, as the seed says)."""
     metadata = {"seq": seq, "bench": True, "cache": {"source": "bench", "size": 1024, "format": "jpeg"}}
+    entity = uuid.UUID(int=seq)
     return (
-        "ALBUM", f"album-{seq}", "BENCH_NOOP", ["BENCH"], "SUCCESS", "benchmark no-op", ["title"],
-        "LOW", "HIGH", duration_ms, 0, json.dumps(metadata) if metadata_json else metadata,
-        job_id, root_id, root_id is None, "bench",
+        "ALBUM", entity if uuid_type else str(entity), "BENCH_NOOP", ["BENCH"], "SUCCESS", "benchmark no-op",
+        ["title"], "LOW", "HIGH", duration_ms, 0, json.dumps(metadata) if metadata_json else metadata,
+        job_id, root_id, root_id is None, attempt, "bench",
     )
 
 

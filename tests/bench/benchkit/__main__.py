@@ -1,0 +1,80 @@
+"""`bin/bench`: measure pgjobs and its peers in one run, print the table, write the JSON.
+
+Exit status: 0 when every run completed and passed its exactly-once check; 1 when any run failed
+or its check did (a skipped peer is not a failure); 2 with --require-targets and a target FAIL.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from benchkit import report
+from benchkit.envs import ROOT
+from benchkit.harness import SYSTEMS, WORKLOADS, Bench, Config
+
+DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
+    p = argparse.ArgumentParser(prog="bin/bench", description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true",
+                   help="N=2,000, one setting and one repetition per figure, 100 wake-ups (under two minutes)")
+    p.add_argument("--n", type=int, help="jobs per run (default 20,000; 2,000 with --quick)")
+    p.add_argument("--dsn", default=os.environ.get("PGJOBS_BENCH_DSN", DEFAULT_DSN),
+                   help="PostgreSQL server to use (env PGJOBS_BENCH_DSN); each system gets bench_<system> on it")
+    p.add_argument("--systems", default=",".join(SYSTEMS), help=f"comma list of {', '.join(SYSTEMS)}")
+    p.add_argument("--workloads", default=",".join(WORKLOADS), help=f"comma list of {', '.join(WORKLOADS)}")
+    p.add_argument("--json", default=str(ROOT / "bench-results.json"), metavar="PATH",
+                   help="where to write the results (default: bench-results.json at the repo root)")
+    p.add_argument("--reuse-db", action="store_true",
+                   help="run in the DSN's own database (already migrated, say by a test) instead of fresh ones")
+    p.add_argument("--rep-budget", type=float, default=30.0,
+                   help="run a second repetition only when the first took at most this many seconds")
+    p.add_argument("--reps", type=int, help="repetitions per figure where time allows (default 2; 1 with --quick)")
+    p.add_argument("--wake-samples", type=int, help="measured wake-ups per run (default 200; 100 with --quick)")
+    p.add_argument("--require-targets", action="store_true", help="exit 2 when a target FAILs")
+    args = p.parse_args(argv)
+    systems = tuple(s for s in args.systems.split(",") if s)
+    workloads = tuple(w for w in args.workloads.split(",") if w)
+    for name, given, known in (("system", systems, SYSTEMS), ("workload", workloads, WORKLOADS)):
+        unknown = set(given) - set(known)
+        if unknown:
+            p.error(f"unknown {name}(s): {', '.join(sorted(unknown))}")
+    config = Config(dsn=args.dsn, n=args.n or (2000 if args.quick else 20_000), quick=args.quick,
+                    systems=systems, workloads=workloads, reuse_db=args.reuse_db, rep_budget=args.rep_budget,
+                    reps=args.reps or (1 if args.quick else 2),
+                    wake_samples=args.wake_samples or (100 if args.quick else 200),
+                    say=lambda line: print(line, file=sys.stderr, flush=True))
+    return config, args
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, args = parse(argv)
+    bench = Bench(config)
+    bench.run_all()
+    env = report.environment(bench)
+    targets = [t.evaluate(bench) for t in report.TARGETS]
+    print()
+    print(report.header(env))
+    print()
+    print(report.table(bench))
+    if bench.sweeps:
+        tried = "; ".join(f"{r.system} {' '.join(f'{k}={v}' for k, v in r.setting.items())}: "
+                          f"{r.result.get('rate', 0):,.0f}/s" for r in bench.sweeps)
+        print(f"\nsettings tried (drain, N={min(config.n, config.sweep_n):,}): {tried}")
+    print()
+    print(report.targets_table(targets))
+    report.write_json(args.json, report.to_json(bench, env, targets))
+    print(f"\nresults: {args.json}")
+    if not bench.ok:
+        print("EXACTLY-ONCE VERIFICATION FAILED (or a run errored): see the rows marked FAIL/ERROR", file=sys.stderr)
+        return 1
+    if args.require_targets and any(t["result"] == "FAIL" for t in targets):
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,288 @@
+"""The bench plan: which runs each system gets, run one after another, each verified at once.
+
+A run is one driver subprocess doing one workload on the system's own database; right after it
+returns, verify.checks_for reads that database and checks exactly-once. A figure is one number
+of the table (e.g. "pgqueuer drain") with its repetitions: a second repetition runs when the
+first took less than `rep_budget` seconds, and the best of them is reported beside both values.
+
+Per system: a short sweep over its knob (full runs only, at min(N, 5000)) picks the setting the
+later runs use; then drain (whose bulk enqueue is the enqueue figure), audited, fan-out, wake-up;
+pgjobs also with 1, 2 and 4 worker processes; pgbench runs the SQL ceilings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from typing import Callable
+
+from benchkit import envs, pgbench, verify
+from benchkit.schema import dbname_of, fresh_database, prepare, with_dbname
+
+RESULT_MARK = "BENCH-RESULT "
+# The knob each system's drain is tuned by, and the values tried (the first is the quick default).
+KNOBS = {
+    "pgjobs": ("concurrency", [100, 400]),
+    "pgqueuer": ("batch", [100, 500]),
+    "procrastinate": ("concurrency", [10, 50]),
+    "bullmq": ("concurrency", [50, 200]),
+}
+SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "bullmq", "pgbench")
+WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings")
+BIG_KEYS = ("executed", "completed", "latencies_ms")
+
+
+@dataclass
+class Config:
+    dsn: str
+    n: int = 20_000
+    quick: bool = False
+    systems: tuple[str, ...] = SYSTEMS
+    workloads: tuple[str, ...] = WORKLOADS
+    reuse_db: bool = False  # run in the DSN's own database (the test suite's fresh one), no CREATE DATABASE
+    reps: int = 2  # repetitions per figure, where time allows (see Bench.repeat)
+    rep_budget: float = 30.0
+    warmup: int = 200
+    wake_samples: int = 200
+    wake_warmup: int = 20
+    sweep_n: int = 5000
+    procs: tuple[int, ...] = (1, 2, 4)
+    db_prefix: str = "bench_"
+    timeout: float = 900.0
+    say: Callable[[str], None] = print
+
+
+@dataclass
+class Run:
+    system: str
+    workload: str
+    setting: dict
+    result: dict = field(default_factory=dict)  # the driver's JSON, big lists removed
+    checks: list[verify.Check] = field(default_factory=list)
+    error: str | None = None
+    load: float = 0.0  # 1-minute load average when the run started: the cores are shared
+    records: dict = field(default_factory=dict)  # the big lists, kept in memory (tests re-verify them)
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None and bool(self.checks) and all(c.ok for c in self.checks)
+
+    def value(self, key: str) -> float | None:
+        return self.result.get(key)
+
+    def as_dict(self) -> dict:
+        return {"setting": self.setting, "result": self.result, "error": self.error, "load": self.load,
+                "verified": self.ok, "checks": [c.as_dict() for c in self.checks]}
+
+
+@dataclass
+class Figure:
+    system: str
+    workload: str  # key used by the targets: enqueue, drain, audited, fanout, wake, procs-K, ceiling-…
+    label: str
+    runs: list[Run]
+    metric: str = "rate"  # the result key shown; wake figures show p50 (and p95/p99 beside it)
+    lower_is_better: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return bool(self.runs) and all(r.ok for r in self.runs)
+
+    def values(self, metric: str | None = None) -> list[float]:
+        return [r.value(metric or self.metric) for r in self.runs if r.value(metric or self.metric) is not None]
+
+    def best(self, metric: str | None = None) -> float | None:
+        values = self.values(metric)
+        if not values:
+            return None
+        return min(values) if self.lower_is_better else max(values)
+
+    @property
+    def best_run(self) -> Run | None:
+        best = self.best()
+        return next((r for r in self.runs if r.value(self.metric) == best), None)
+
+
+def wake_stats(latencies: list[float]) -> dict:
+    if len(latencies) < 2:
+        return {}
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    return {"p50": cuts[49], "p95": cuts[94], "p99": cuts[98], "max": max(latencies),
+            "mean": statistics.fmean(latencies), "samples": len(latencies)}
+
+
+class Bench:
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.figures: list[Figure] = []
+        self.sweeps: list[Run] = []
+        self.skipped: dict[str, str] = {}
+        self.versions: dict[str, dict] = {}
+        self.redis: dict = {}
+
+    # --- driver runs --------------------------------------------------------------------------
+
+    def run(self, system: str, runtime: envs.Runtime, db: str, workload: str, n: int, setting: dict,
+            expected_n: int, extra: list[str] = ()) -> Run:
+        run = Run(system, workload, dict(setting), load=os.getloadavg()[0])
+        cmd = runtime.command + [workload, "--dsn", db, "--n", str(n), "--warmup", str(self.config.warmup),
+                                 *extra, *(arg for k, v in setting.items() for arg in ("--set", f"{k}={v}"))]
+        try:
+            proc = subprocess.run(cmd, env=runtime.env, capture_output=True, text=True, timeout=self.config.timeout)
+            lines = [line for line in proc.stdout.splitlines() if line.startswith(RESULT_MARK)]
+            if proc.returncode != 0 or not lines:
+                tail = (proc.stderr.strip() or proc.stdout.strip()).splitlines()[-6:]
+                raise RuntimeError(f"driver exited {proc.returncode}: " + " | ".join(tail))
+            result = json.loads(lines[-1][len(RESULT_MARK):])
+        except (RuntimeError, subprocess.TimeoutExpired, json.JSONDecodeError) as exc:
+            run.error = str(exc)
+            self.config.say(f"  {system} {workload} {_fmt_setting(setting)}: ERROR {run.error}")
+            return run
+        run.records = {k: result.pop(k) for k in BIG_KEYS if k in result}
+        if "latencies_ms" in run.records:
+            result.update(wake_stats(run.records["latencies_ms"]))
+        run.result = result
+        self.verify(run, db, expected_n)
+        return run
+
+    def verify(self, run: Run, db: str, expected_n: int) -> None:
+        try:
+            run.checks = verify.checks_for(run.system, run.workload, db, run.result | run.records, expected_n)
+        except Exception as exc:  # a verifier that cannot read its records fails the run, loudly
+            run.checks = [verify.Check("verification", False, expected_n, 0, 0, 0, 0, f"{type(exc).__name__}: {exc}")]
+        shown = (f"p50 {run.result['p50']:.2f} ms" if "p50" in run.result else f"{run.result.get('rate', 0):,.0f} jobs/s")
+        failed = [f"{c.name}: {c.detail}" for c in run.checks if not c.ok]
+        self.config.say(f"  {run.system} {run.workload} {_fmt_setting(run.setting)}: {shown}  "
+                        f"{'verified' if not failed else 'VERIFY FAILED ' + '; '.join(failed)}")
+
+    def repeat(self, once: Callable[[], Run]) -> list[Run]:
+        """Two repetitions where time allows: the second only when the first was quick enough."""
+        first = once()
+        runs = [first]
+        while (len(runs) < self.config.reps and first.error is None
+               and first.result.get("seconds", 0) <= self.config.rep_budget):
+            runs.append(once())
+        return runs
+
+    # --- systems ------------------------------------------------------------------------------
+
+    def bench_system(self, system: str, runtime: envs.Runtime, db: str) -> None:
+        c, want = self.config, set(self.config.workloads)
+        knob, values = KNOBS[system]
+        values = values[:1] if c.quick else values
+        best = values[0]
+        if len(values) > 1 and want & {"drain", "enqueue", "audited", "fanout", "procs"}:
+            sweep_n = min(c.n, c.sweep_n)
+            sweep = [self.run(system, runtime, db, "drain", sweep_n, {knob: v}, sweep_n) for v in values]
+            self.sweeps += sweep
+            rated = [r for r in sweep if r.ok]
+            best = max(rated, key=lambda r: r.result["rate"]).setting[knob] if rated else best
+        setting = {knob: best}
+        if want & {"drain", "enqueue"}:
+            runs = self.repeat(lambda: self.run(system, runtime, db, "drain", c.n, setting, c.n))
+            if "enqueue" in want:
+                self.figures.append(Figure(system, "enqueue", "bulk enqueue", runs, metric="enqueue_rate"))
+            if "drain" in want:
+                self.figures.append(Figure(system, "drain", "drain (1 process)", runs))
+        if "audited" in want:
+            runs = self.repeat(lambda: self.run(system, runtime, db, "audited", c.n, setting, c.n))
+            self.figures.append(Figure(system, "audited", "audited drain", runs))
+        if "fanout" in want and system != "procrastinate":  # ~300 jobs/s: minutes for a figure no target needs
+            total = max(1, c.n // 6) * 6
+            runs = self.repeat(lambda: self.run(system, runtime, db, "fanout", c.n, setting, total))
+            self.figures.append(Figure(system, "fanout", "fan-out 1+5, logged", runs))
+        if "wake" in want:
+            extra = ["--samples", str(c.wake_samples), "--warmup", str(c.wake_warmup)]
+            total = c.wake_samples + c.wake_warmup
+            runs = self.repeat(lambda: self.run(system, runtime, db, "wake", 0, setting, total, extra))
+            self.figures.append(Figure(system, "wake", "wake-up p50", runs, metric="p50", lower_is_better=True))
+        if "procs" in want and system == "pgjobs":
+            for k in c.procs:
+                runs = self.repeat(lambda: self.run(system, runtime, db, "procs", c.n, setting | {"procs": k}, c.n))
+                self.figures.append(Figure(system, f"procs-{k}", f"drain, {k} worker process{'es' * (k > 1)}", runs))
+
+    def bench_pgbench(self, db: str) -> None:
+        exe = envs.pgbench_path()
+        for batch in (1, 10):
+            for clients in (1, 2):
+                def once() -> Run:
+                    run = Run("pgbench", "claim", {"batch": batch, "clients": clients}, load=os.getloadavg()[0])
+                    try:
+                        run.result = pgbench.run(exe, db, self.config.n, batch, clients, self.config.warmup)
+                    except (RuntimeError, subprocess.TimeoutExpired) as exc:
+                        run.error = str(exc)
+                        self.config.say(f"  pgbench batch={batch} clients={clients}: ERROR {exc}")
+                        return run
+                    self.verify(run, db, run.result["n"])
+                    return run
+
+                self.figures.append(Figure("pgbench", f"ceiling-{batch}x{clients}",
+                                           f"claim+complete {batch}/txn, {clients} client{'s' * (clients > 1)}",
+                                           self.repeat(once)))
+
+    def runtime(self, system: str) -> envs.Runtime:
+        if system == "pgjobs":
+            return envs.pgjobs_runtime()
+        if system == "bullmq":
+            return envs.node_runtime(self.config.say)
+        return envs.python_peer_runtime(system, self.config.say)
+
+    def database(self, system: str):
+        if self.config.reuse_db:
+            url = with_dbname(self.config.dsn, dbname_of(self.config.dsn))
+            prepare(url)
+            return _Given(url)
+        return fresh_database(self.config.dsn, f"{self.config.db_prefix}{system}")
+
+    def run_all(self) -> None:
+        """Systems strictly one after another; a missing runtime skips that system with one line."""
+        c = self.config
+        for system in c.systems:
+            if system == "pgbench" and "ceilings" not in c.workloads:
+                continue
+            started = time.monotonic()
+            try:
+                with ExitStack() as stack:
+                    if system == "pgbench":
+                        envs.pgbench_path()
+                        c.say("pgbench: ceilings")
+                        self.bench_pgbench(stack.enter_context(self.database(system)))
+                        continue
+                    runtime = self.runtime(system)
+                    self.versions[system] = runtime.versions
+                    if system == "bullmq":
+                        redis = stack.enter_context(envs.Redis(c.say))
+                        self.redis = redis.describe()
+                        runtime.env["BENCH_REDIS_URL"] = redis.url
+                    c.say(f"{system} ({', '.join(f'{k} {v}' for k, v in runtime.versions.items())})")
+                    self.bench_system(system, runtime, stack.enter_context(self.database(system)))
+            except envs.Unavailable as exc:
+                self.skipped[system] = str(exc)
+                c.say(f"{system}: skipped: {exc}")
+            c.say(f"  ({time.monotonic() - started:.0f} s)")
+
+    @property
+    def ok(self) -> bool:
+        return all(f.ok for f in self.figures) and all(r.ok for r in self.sweeps)
+
+
+class _Given:
+    """The test suite's database: used as is, never created or dropped here."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+
+    def __enter__(self) -> str:
+        return self.dsn
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def _fmt_setting(setting: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in setting.items())
