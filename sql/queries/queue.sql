@@ -132,14 +132,6 @@ FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delay
 WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'
 RETURNING j.id, j.state::text AS state;
 
--- name: hand_back_unstarted
--- Jobs claimed but never started go back untouched: the claim's attempt is undone.
-UPDATE pgjobs.jobs j
-SET state = 'queued', attempt = j.attempt - 1, lease_token = NULL, lease_expires_at = NULL
-FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[]) AS t(id, token)
-WHERE j.id = t.id AND j.lease_token = t.token AND j.state = 'running'
-RETURNING j.id, j.queue;
-
 -- name: extend_leases
 -- Heartbeat: push out the leases this worker still holds; returns the ids still held.
 UPDATE pgjobs.jobs j

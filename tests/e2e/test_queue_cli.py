@@ -133,8 +133,8 @@ def test_prune_rejects_a_bad_older_than_and_deletes_nothing(cli, fresh_dsn, sql,
 @pytest.mark.parametrize("name, value, command", [
     ("PGJOBS_LEASE_SECONDS", "soon", "enqueue"),
     ("PGJOBS_LEASE_SECONDS", "0", "worker"),
-    # BUG (reported): log_level is an unchecked str; logging.setLevel raises ValueError -> traceback, exit 1.
-    pytest.param("PGJOBS_LOG_LEVEL", "LOUD", "worker", marks=pytest.mark.xfail(strict=True, reason="traceback")),
+    ("PGJOBS_LOG_LEVEL", "LOUD", "worker"),
+    ("PGJOBS_LOG_FORMAT", "xml", "enqueue"),
 ])
 def test_a_bad_setting_is_one_line_and_exit_2(cli, fresh_dsn, sql, name, value, command):
     _insert_job(sql, fresh_dsn)
