@@ -54,11 +54,13 @@ def worker(
     queue: Optional[List[str]] = typer.Option(None, "--queue", "-q", help="queue to serve (repeatable)"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="jobs in flight (PGJOBS_CONCURRENCY)"),
     burst: bool = typer.Option(False, help="exit 0 once the queues have nothing runnable or running"),
+    wait_scheduled: bool = typer.Option(False, "--wait-scheduled",
+                                        help="with --burst: also wait for jobs scheduled later (retries, snoozes)"),
 ) -> None:
     """Run jobs until stopped (or, with --burst, until the queues are drained)."""
     state = cli(ctx)
     settings = state.settings
     logs.configure(settings.log_format, settings.log_level)
     code = asyncio.run(run_worker(settings, state.dsn(), queue or ["default"], concurrency or settings.concurrency,
-                                  burst))
+                                  burst, burst_waits_for_scheduled=wait_scheduled))
     raise typer.Exit(code)

@@ -19,12 +19,12 @@ from pgjobs.queue.jobs import (
     enqueue_many_async,
 )
 from pgjobs.queue.limits import RateLimits
-from pgjobs.queue.outcomes import Complete, Discard, Outcome, Retry, Snooze
+from pgjobs.queue.outcomes import Complete, Discard, HandBack, Outcome, Retry, Snooze
 from pgjobs.queue.registry import Handler, Registry, default_registry
 from pgjobs.queue.worker import Worker, WorkerHooks
 
 __all__ = [
-    "DEFAULT_QUEUE", "Complete", "Discard", "Enqueued", "Finished", "Handler", "Job", "JobContext",
+    "DEFAULT_QUEUE", "Complete", "Discard", "Enqueued", "Finished", "HandBack", "Handler", "Job", "JobContext",
     "JobNotFound", "JobSpec", "JobTransaction", "LeaseLost", "Outcome", "PayloadError", "QueueError",
     "RateLimits", "Registry", "Retry", "Snooze", "Worker", "WorkerHooks", "default_registry", "enqueue",
     "enqueue_async", "enqueue_many", "enqueue_many_async", "record_outcome",

@@ -21,7 +21,7 @@ from pgjobs.queue.backoff import backoff_seconds
 from pgjobs.queue.context import JobTransaction
 from pgjobs.queue.errors import LeaseLost
 from pgjobs.queue.jobs import Job, Q
-from pgjobs.queue.outcomes import Complete, Discard, Outcome, Retry, Snooze
+from pgjobs.queue.outcomes import Complete, Discard, HandBack, Outcome, Retry, Snooze
 
 log = logging.getLogger("pgjobs.completer")
 
@@ -46,6 +46,8 @@ def _row(item: Finished) -> tuple[str, float, str | None]:
         return "snooze", outcome.seconds, outcome.reason
     if isinstance(outcome, Discard):
         return "discard", 0.0, outcome.reason
+    if isinstance(outcome, HandBack):
+        return "hand_back", 0.0, outcome.reason
     assert isinstance(outcome, Retry)
     delay = outcome.delay
     if delay is None:

@@ -59,3 +59,13 @@ class Discard(Outcome):
         super().__init__(reason)
         self.reason = reason
         self.write = write
+
+
+class HandBack(Outcome):
+    """The worker gives back a job it did not finish (shutdown): the run does not count at all —
+    no attempt spent, and the next run reuses its attempt number (so domain logs, one row per
+    attempt, stay exact)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason

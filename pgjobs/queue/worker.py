@@ -31,7 +31,7 @@ from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q
 from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Listener
 from pgjobs.queue.maintenance import rescue_expired
-from pgjobs.queue.outcomes import Complete, Discard, Outcome, Retry, Snooze
+from pgjobs.queue.outcomes import Complete, Discard, HandBack, Outcome, Retry
 from pgjobs.logs import log_many
 from pgjobs.queue.registry import Registry
 
@@ -199,7 +199,7 @@ class Worker:
             outcome = await self._run_handler(job)
         except asyncio.CancelledError:
             # Cancelled at the end of the shutdown grace, or because our lease was lost.
-            outcome = Snooze(0, "handed back: worker shut down before the job finished")
+            outcome = HandBack("handed back: worker shut down before the job finished")
         except Outcome as raised:
             outcome = raised
         except Exception as exc:

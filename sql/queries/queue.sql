@@ -108,16 +108,17 @@ RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.priority, 
 -- name: apply_outcomes
 -- Record the outcomes of several attempts in one statement, each fenced on its own lease token.
 -- outcome: complete | retry (terminal once attempts are spent) | discard (terminal) | snooze (no
--- attempt spent). Returns the rows that still held their lease, with their new state; the row
+-- attempt spent) | hand_back (the run is undone: attempt decremented). Returns the rows that still held their lease, with their new state; the row
 -- locks this takes keep rescuer and cancel away until the caller's transaction commits.
 UPDATE pgjobs.jobs j
 SET state = CASE
         WHEN o.outcome = 'complete' THEN 'succeeded'
-        WHEN o.outcome = 'snooze' THEN 'queued'
+        WHEN o.outcome IN ('snooze', 'hand_back') THEN 'queued'
         WHEN o.outcome = 'discard' OR j.attempt - j.snoozes >= j.max_attempts THEN 'failed'
         ELSE 'queued' END::pgjobs.job_state,
-    run_at = CASE WHEN o.outcome IN ('retry', 'snooze') THEN now() + make_interval(secs => o.delay)
+    run_at = CASE WHEN o.outcome IN ('retry', 'snooze', 'hand_back') THEN now() + make_interval(secs => o.delay)
                   ELSE j.run_at END,
+    attempt = j.attempt - (o.outcome = 'hand_back')::int,
     finished_at = CASE
         WHEN o.outcome IN ('complete', 'discard') THEN now()
         WHEN o.outcome = 'retry' AND j.attempt - j.snoozes >= j.max_attempts THEN now() END,

@@ -309,9 +309,9 @@ def test_sigterm_past_the_grace_hands_running_jobs_back_without_spending_attempt
                           " errors FROM pgjobs.jobs WHERE id = ANY(%s)", (ids,))
     assert len(rows) == 3
     for state, attempt, snoozes, spent, token, last_error, errors in rows:
-        assert (state, attempt, snoozes, spent, token) == ("queued", 1, 1, 0, None)
+        assert (state, attempt, snoozes, spent, token) == ("queued", 0, 0, 0, None)  # the run is undone
         assert "handed back" in last_error
-        assert [(e["attempt"], e["outcome"]) for e in errors] == [(1, "snooze")]
+        assert [(e["attempt"], e["outcome"]) for e in errors] == [(1, "hand_back")]
     logged = worker.outcomes()
     assert sorted(e["job_id"] for e in logged) == sorted(ids)
-    assert {(e["outcome"], e["state"]) for e in logged} == {("snooze", "queued")}
+    assert {(e["outcome"], e["state"]) for e in logged} == {("handback", "queued")}
