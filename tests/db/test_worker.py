@@ -230,3 +230,22 @@ async def test_stop_finishes_in_flight_jobs_within_grace_and_hands_back_the_rest
     assert _job(fresh_dsn, quick)[:2] == ("succeeded", 1)
     state, attempt, snoozes, error = _job(fresh_dsn, stuck)
     assert (state, attempt - snoozes) == ("queued", 0) and "handed back" in error
+
+
+@pytest.mark.parametrize("wait_scheduled", [False, True])
+async def test_burst_exits_when_idle_or_waits_for_scheduled_retries(fresh_dsn, wait_scheduled):
+    registry = Registry()
+
+    async def once_later(ctx):
+        if ctx.job.attempt == 1:
+            return Snooze(0.3, "come back shortly")
+
+    registry.register("later", once_later)
+    job_id = _enqueue(fresh_dsn, "later")
+    pool = await open_pool(fresh_dsn)
+    worker = Worker(pool, registry, conninfo=fresh_dsn, limits=RateLimits(pool, {}), burst=True,
+                    burst_waits_for_scheduled=wait_scheduled)
+    await asyncio.wait_for(worker.run(), 15)
+    await pool.close()
+    expected = ("succeeded", 2) if wait_scheduled else ("queued", 1)
+    assert _job(fresh_dsn, job_id)[:2] == expected
