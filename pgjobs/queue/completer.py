@@ -93,32 +93,36 @@ async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
                 await JobTransaction(conn, writers[0].job, later).flush_later()
 
 
+async def _unit(conn: psycopg.AsyncConnection, item: Finished) -> None:
+    """One job's outcome and write, in a savepoint of its own."""
+    async with conn.transaction():
+        await _apply(conn, [item])
+        if item.state is not None and item.outcome.write is not None:
+            await _write_one(conn, item)
+
+
 async def _careful(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
-    """One savepoint per job; a job whose write raises becomes a failed attempt (no writes)."""
+    """One savepoint per job; a job whose write raises becomes a failed attempt whose only write
+    is its outcome's `on_write_error` fallback (or nothing, if that fails too)."""
     async with conn.transaction():
         for item in items:
             try:
-                async with conn.transaction():
-                    await _apply(conn, [item])
-                    if item.state is not None and item.outcome.write is not None:
-                        await _write_one(conn, item)
+                await _unit(conn, item)
+                continue
             except psycopg.OperationalError:
                 raise
             except Exception as exc:  # the job's own write failed: its savepoint is gone
                 item.write_error = f"{type(exc).__name__}: {exc}".strip()
-                fallback = item.outcome.on_write_error
-                item.outcome = Retry(f"completion write failed: {item.write_error}")
-                item.outcome.write = fallback(item.write_error) if fallback else None
-                try:
-                    async with conn.transaction():
-                        await _apply(conn, [item])
-                        if item.state is not None and item.outcome.write is not None:
-                            await _write_one(conn, item)
-                except psycopg.OperationalError:
-                    raise
-                except Exception:  # even the fallback failed: record the failed attempt alone
-                    item.outcome.write = None
-                    await _apply(conn, [item])
+            fallback = item.outcome.on_write_error
+            item.outcome = Retry(f"completion write failed: {item.write_error}")
+            item.outcome.write = fallback(item.write_error) if fallback else None
+            try:
+                await _unit(conn, item)
+            except psycopg.OperationalError:
+                raise
+            except Exception:
+                item.outcome.write = None
+                await _unit(conn, item)
 
 
 async def write_outcomes(conn: psycopg.AsyncConnection, items: list[Finished]) -> list[Finished]:
