@@ -88,7 +88,7 @@ def _cpu(figure: Figure) -> str:
 
 
 def table(bench: Bench) -> str:
-    rows = [("system", "workload", "setting", "best", "runs", "cpu ms/job", "load", "exactly-once")]
+    rows = [("system", "workload", "setting", "best", "runs", "driver cpu ms/job", "load", "exactly-once")]
     for f in bench.figures:
         best, reps = _cell(f)
         setting = " ".join(f"{k}={v}" for k, v in (f.runs[0].setting if f.runs else {}).items())

@@ -151,7 +151,17 @@ SYSTEMS = {"pgjobs": _pgjobs, "pgqueuer": _pgqueuer, "procrastinate": _procrasti
            "pgbench": _pgbench}
 
 
+def durable(conn: psycopg.Connection) -> Check:
+    """Durable settings only: no unlogged table in the run's database (pgqueuer, say, can install
+    its tables unlogged), and fsync/synchronous_commit on as a new session of it sees them."""
+    unlogged = [r[0] for r in conn.execute("SELECT relname FROM pg_class WHERE relpersistence = 'u'").fetchall()]
+    settings = {name: conn.execute(f"SHOW {name}").fetchone()[0] for name in ("fsync", "synchronous_commit")}
+    problems = [f"unlogged: {', '.join(unlogged[:5])}"] if unlogged else []
+    problems += [f"{k}={v}" for k, v in settings.items() if v != "on"]
+    return Check("durable settings", not problems, 0, 0, 0, 0, len(unlogged), "; ".join(problems) or "ok")
+
+
 def checks_for(system: str, workload: str, dsn: str, result: dict, expected_n: int | None) -> list[Check]:
     """Read the run's completion records from its database and check them."""
     with psycopg.connect(dsn, autocommit=True) as conn:
-        return SYSTEMS[system](conn, workload, result, expected_n)
+        return SYSTEMS[system](conn, workload, result, expected_n) + [durable(conn)]
