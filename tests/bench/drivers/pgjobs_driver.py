@@ -79,11 +79,13 @@ class Bench:
 
         async def write(tx) -> None:
             # Runs inside the completion transaction: audit row + children + state change commit together.
+            # The *_later calls batch with the other jobs of the same group commit (one executemany,
+            # one set-based child insert) — still inside that transaction, fenced by each lease.
             duration_ms = int((time.perf_counter() - started) * 1000)
-            await tx.execute(LOG_INSERT, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms,
-                                                     attempt=job.attempt))
+            tx.execute_later(LOG_INSERT, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms,
+                                                    attempt=job.attempt))
             for c in range(children):
-                await tx.enqueue_child("fan.child", {"seq": seq * 10 + c + 1})
+                tx.enqueue_child_later("fan.child", {"seq": seq * 10 + c + 1})
 
         return Complete(write=write)
 
