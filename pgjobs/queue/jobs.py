@@ -163,9 +163,32 @@ def _chunks(specs: Iterable[JobSpec]) -> Iterable[list[JobSpec]]:
         yield chunk
 
 
+def _copyable(specs: list[JobSpec]) -> bool:
+    """COPY can take jobs that need nothing computed in SQL: no dedupe key, no schedule."""
+    return all(s.dedupe_key is None and s.run_at is None and not s.delay for s in specs)
+
+
+def _copy_rows(ids: list[int], specs: list[JobSpec]) -> Iterable[tuple]:
+    for job_id, s in zip(ids, specs):
+        yield (job_id, job_id, s.kind, s.queue, json.dumps(dict(s.payload), separators=(",", ":")), s.priority,
+               s.max_attempts, s.backoff_base_ms, s.backoff_cap_ms)
+
+
 def enqueue_many(conn: psycopg.Connection, specs: Iterable[JobSpec]) -> int:
-    """Bulk-enqueue root jobs, one set-based INSERT per 5,000; returns how many were inserted
-    (jobs whose dedupe key an unfinished job already holds are skipped)."""
+    """Bulk-enqueue root jobs in the caller's transaction; returns how many were inserted.
+
+    Plain jobs go in by COPY (ids drawn from the sequence first, so each root points at itself);
+    a batch with dedupe keys or schedules goes through one set-based INSERT per 5,000, where a
+    key an unfinished job already holds is skipped."""
+    specs = list(specs)
+    if specs and _copyable(specs):
+        ids = [row[0] for row in conn.execute(Q["next_job_ids"], {"n": len(specs)})]
+        with conn.cursor().copy(Q["copy_jobs"]) as copy:
+            for row in _copy_rows(ids, specs):
+                copy.write_row(row)
+        for queue in {s.queue for s in specs}:
+            conn.execute(Q["notify_queue"], {"queue": queue})
+        return len(specs)
     inserted = 0
     for chunk in _chunks(specs):
         rows = conn.execute(Q["enqueue_many"], bulk_params(chunk)).fetchall()
@@ -174,6 +197,16 @@ def enqueue_many(conn: psycopg.Connection, specs: Iterable[JobSpec]) -> int:
 
 
 async def enqueue_many_async(conn: psycopg.AsyncConnection, specs: Iterable[JobSpec]) -> int:
+    specs = list(specs)
+    if specs and _copyable(specs):
+        cur = await conn.execute(Q["next_job_ids"], {"n": len(specs)})
+        ids = [row[0] for row in await cur.fetchall()]
+        async with conn.cursor().copy(Q["copy_jobs"]) as copy:
+            for row in _copy_rows(ids, specs):
+                await copy.write_row(row)
+        for queue in {s.queue for s in specs}:
+            await conn.execute(Q["notify_queue"], {"queue": queue})
+        return len(specs)
     inserted = 0
     for chunk in _chunks(specs):
         cur = await conn.execute(Q["enqueue_many"], bulk_params(chunk))

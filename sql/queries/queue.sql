@@ -83,6 +83,15 @@ WITH rows AS (
 )
 SELECT count(*) AS inserted, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins GROUP BY queue;
 
+-- name: next_job_ids
+-- Ids for a COPY of root jobs (each root's root_id is its own id).
+SELECT nextval('pgjobs.job_id_seq') FROM generate_series(1, %(n)s);
+
+-- name: copy_jobs
+-- Bulk load of plain root jobs; run_at, state and the rest take their defaults.
+COPY pgjobs.jobs (id, root_id, kind, queue, payload, priority, max_attempts, backoff_base_ms, backoff_cap_ms)
+FROM STDIN;
+
 -- name: notify_queue
 SELECT pg_notify('pgjobs', %(queue)s);
 

@@ -90,3 +90,21 @@ def test_a_child_without_a_root_cannot_exist(conn):
         with conn.transaction():
             conn.execute("INSERT INTO pgjobs.jobs (id, root_id, parent_id, kind) "
                          "VALUES (nextval('pgjobs.job_id_seq'), %s, -1, 'noop')", (root.id,))
+
+
+def test_enqueue_many_of_plain_jobs_copies_them_in_and_notifies(fresh_dsn):
+    with psycopg.connect(fresh_dsn, autocommit=True) as listener:
+        listener.execute("LISTEN pgjobs")
+        with psycopg.connect(fresh_dsn) as conn:
+            specs = [JobSpec(kind="noop", payload={"i": i, "text": "tab\there \\ \"q\""}, queue="copy", priority=i % 3)
+                     for i in range(3000)]
+            assert enqueue_many(conn, specs) == 3000
+            conn.commit()
+        notes = list(listener.notifies(timeout=5, stop_after=1))
+    assert [n.payload for n in notes] == ["copy"]
+    with psycopg.connect(fresh_dsn) as conn:
+        rows = conn.execute("SELECT count(*), bool_and(root_id = id), bool_and(state = 'queued'),"
+                            " bool_and(run_at <= now()), min(priority), max(priority) FROM pgjobs.jobs").fetchone()
+        sample = conn.execute("SELECT payload FROM pgjobs.jobs ORDER BY id LIMIT 1").fetchone()[0]
+    assert rows == (3000, True, True, True, 0, 2)
+    assert sample == {"i": 0, "text": "tab\there \\ \"q\""}
