@@ -9,6 +9,7 @@ job row — all in the completion transaction. No processor writes a log row its
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,7 +17,6 @@ from typing import Any, Awaitable, Callable, Literal
 from uuid import UUID
 
 from psycopg.rows import dict_row
-from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
@@ -98,17 +98,16 @@ def _triggered_by(raw: Any) -> str:
 
 async def write_log(tx: JobTransaction, op: Op, result: Result, *, entity_id: UUID | None, duration_ms: int,
                     api_calls: int, triggered_by: str) -> None:
+    """Queue this attempt's one log row; it is COPYed in with the group's others, in the same
+    transaction as the job's outcome."""
     job = tx.job
-    tx.execute_later(Q["insert_log"], {
-        "entity_type": ENTITIES[op][0], "entity_id": entity_id, "operation": op.value,
-        "sources": result.sources or SOURCES[op], "status": result.status, "reason": result.reason,
-        "fields_enriched": result.fields_enriched, "data_quality_before": result.quality_before,
-        "data_quality_after": result.quality_after, "duration_ms": duration_ms, "api_call_count": api_calls,
-        "metadata": Jsonb(result.metadata), "error_message": result.error_message, "error_code": result.error_code,
+    tx.copy_later(Q["copy_log"], (
+        ENTITIES[op][0], entity_id, op.value, result.sources or SOURCES[op], result.status, result.reason,
+        result.fields_enriched, result.quality_before, result.quality_after, duration_ms, api_calls,
+        json.dumps(result.metadata, default=str), result.error_message, result.error_code,
         # Lineage from the job row, never from a processor: flat link to the root.
-        "job_id": job.id, "parent_job_id": None if job.parent_id is None else job.root_id,
-        "is_root_job": job.parent_id is None, "attempt": job.attempt, "triggered_by": triggered_by,
-    })
+        job.id, None if job.parent_id is None else job.root_id, job.parent_id is None, job.attempt, triggered_by,
+    ))
 
 
 async def spawn(tx: JobTransaction, result: Result, op: Op, payload: Payload, *, dedupe_key: str | None = None

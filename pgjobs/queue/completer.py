@@ -90,7 +90,7 @@ async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
             async with conn.pipeline():
                 for item in writers:
                     await item.outcome.write(JobTransaction(conn, item.job, later))
-                await JobTransaction(conn, writers[0].job, later).flush_later()
+            await JobTransaction(conn, writers[0].job, later).flush_later()  # COPY cannot run in a pipeline
 
 
 async def _unit(conn: psycopg.AsyncConnection, item: Finished) -> None:

@@ -78,6 +78,7 @@ class Worker:
         queues: Sequence[str] = (DEFAULT_QUEUE,),
         concurrency: int = 10,
         claim_batch: int = 500,
+        completers: int = 2,
         lease_seconds: float = 30.0,
         poll_interval: float = 2.0,
         shutdown_grace: float = 10.0,
@@ -92,6 +93,7 @@ class Worker:
         self.queues = list(dict.fromkeys(queues))
         self.concurrency = concurrency
         self.claim_batch = claim_batch
+        self.completers = completers
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
@@ -123,7 +125,9 @@ class Worker:
     async def run(self) -> None:
         async with asyncio.TaskGroup() as group:
             listener = group.create_task(self.listener.run(), name="listener")
-            completer = group.create_task(self._complete_loop(), name="completer")
+            # Two completers: while one group commits, the next is already being written.
+            completers = [group.create_task(self._complete_loop(), name=f"completer-{n}")
+                          for n in range(self.completers)]
             upkeep = [
                 group.create_task(self._heartbeat_loop(), name="heartbeat"),
                 group.create_task(self._rescue_loop(), name="rescuer"),
@@ -135,7 +139,8 @@ class Worker:
                 for task in (listener, *upkeep):
                     task.cancel()
                 await self._done.join()
-                completer.cancel()
+                for completer in completers:
+                    completer.cancel()
 
     # --- producer -----------------------------------------------------------------------------
 

@@ -1,15 +1,13 @@
 -- Named queries of the enrichment chain (schema public): catalog reads and writes, the audit log.
 
--- name: insert_log
--- One enrichment_log row; lineage (job_id, parent_job_id, is_root_job, attempt) comes from the job row.
-INSERT INTO public.enrichment_log (
+-- name: copy_log
+-- One enrichment_log row per attempt; lineage (job_id, parent_job_id, is_root_job, attempt) comes
+-- from the job row. A group commit's rows go in together with one COPY.
+COPY public.enrichment_log (
     entity_type, entity_id, operation, sources, status, reason, fields_enriched, data_quality_before,
     data_quality_after, duration_ms, api_call_count, metadata, error_message, error_code, job_id,
     parent_job_id, is_root_job, attempt, triggered_by)
-VALUES (%(entity_type)s, %(entity_id)s, %(operation)s, %(sources)s, %(status)s, %(reason)s, %(fields_enriched)s,
-        %(data_quality_before)s, %(data_quality_after)s, %(duration_ms)s, %(api_call_count)s, %(metadata)s,
-        %(error_message)s, %(error_code)s, %(job_id)s, %(parent_job_id)s, %(is_root_job)s, %(attempt)s,
-        %(triggered_by)s);
+FROM STDIN;
 
 -- name: get_album
 SELECT a.id, a.title, a.musicbrainz_id::text AS musicbrainz_id, a.release_date, a.cover_art_url,

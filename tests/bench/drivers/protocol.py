@@ -39,6 +39,7 @@ LOG_INSERT = (
     f"INSERT INTO bench_enrichment_log ({', '.join(LOG_COLUMNS)}) "
     f"VALUES ({', '.join('%s' for _ in LOG_COLUMNS)})"
 )
+LOG_COPY = f"COPY bench_enrichment_log ({', '.join(LOG_COLUMNS)}) FROM STDIN"
 LOG_INSERT_DOLLAR = (
     f"INSERT INTO bench_enrichment_log ({', '.join(LOG_COLUMNS)}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(LOG_COLUMNS) + 1))})"
