@@ -11,6 +11,7 @@ and hands the rest back without spending an attempt.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import random
@@ -77,8 +78,9 @@ class Worker:
         limits: RateLimits,
         queues: Sequence[str] = (DEFAULT_QUEUE,),
         concurrency: int = 10,
-        claim_batch: int = 500,
+        claim_batch: int | None = None,
         completers: int = 2,
+        tune_gc: bool = True,
         lease_seconds: float = 30.0,
         poll_interval: float = 2.0,
         shutdown_grace: float = 10.0,
@@ -92,8 +94,10 @@ class Worker:
         self.limits = limits
         self.queues = list(dict.fromkeys(queues))
         self.concurrency = concurrency
-        self.claim_batch = claim_batch
+        # Claims sized to half the slots: a second batch is claimed while the first one runs.
+        self.claim_batch = claim_batch or max(1, min(1000, concurrency // 2))
         self.completers = completers
+        self.tune_gc = tune_gc
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
         self.shutdown_grace = shutdown_grace
@@ -123,6 +127,21 @@ class Worker:
         self._wake.set()
 
     async def run(self) -> None:
+        # Thousands of short-lived job objects per second would trigger the cyclic GC every few
+        # milliseconds (~15 % of a no-op drain); they are freed by refcounting anyway. So while the
+        # worker runs, startup objects are frozen and young collections come 20x less often.
+        threshold = gc.get_threshold()
+        if self.tune_gc:
+            gc.freeze()
+            gc.set_threshold(max(threshold[0], 20_000), *threshold[1:])
+        try:
+            await self._run()
+        finally:
+            if self.tune_gc:
+                gc.set_threshold(*threshold)
+                gc.unfreeze()
+
+    async def _run(self) -> None:
         async with asyncio.TaskGroup() as group:
             listener = group.create_task(self.listener.run(), name="listener")
             # Two completers: while one group commits, the next is already being written.

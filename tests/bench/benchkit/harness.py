@@ -29,7 +29,7 @@ RESULT_MARK = "BENCH-RESULT "
 # --quick uses: the best a full run found on this machine (2 cores). procrastinate gets two values
 # only: at ~300 jobs/s each sweep run costs ~15 s.
 KNOBS = {
-    "pgjobs": ("concurrency", [1000, 400, 2000]),
+    "pgjobs": ("concurrency", [2000, 1000, 4000]),
     "pgqueuer": ("batch", [100, 50, 500]),
     "procrastinate": ("concurrency", [50, 10]),
     "bullmq": ("concurrency", [200, 50, 500]),
