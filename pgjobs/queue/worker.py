@@ -172,10 +172,15 @@ class Worker:
             claimed = await self._claim(min(free, self.claim_batch)) if free > 0 else 0
             if claimed and claimed == min(free, self.claim_batch):
                 continue  # there may be more: claim again at once if slots remain
-            if self.burst and not self._held and not claimed and not await self._pending():
-                log.info("burst: nothing runnable or running in %s; exiting", ",".join(self.queues))
-                return
-            await self._sleep(await self._next_wait() if free > 0 and not claimed else self.poll_interval)
+            idle = free > 0 and not claimed
+            if self.burst and idle and not self._held:
+                if not await self._pending():
+                    log.info("burst: nothing runnable or running in %s; exiting", ",".join(self.queues))
+                    return
+                # Other workers still hold jobs (which may spawn more): look again soon.
+                await self._sleep(min(0.1, await self._next_wait()))
+                continue
+            await self._sleep(await self._next_wait() if idle else self.poll_interval)
 
     async def _claim(self, limit: int) -> int:
         params = {"queues": self.queues, "limit": limit, "lease_seconds": self.lease_seconds,
