@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from dataclasses import dataclass, field
+from functools import cached_property
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
@@ -74,7 +75,7 @@ class Enqueued:
     created: bool  # False: an unfinished job already held the dedupe key; this is that job
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class Job:
     """A claimed job, as its handler sees it."""
 
@@ -83,7 +84,7 @@ class Job:
     parent_id: int | None
     kind: str
     queue: str
-    payload: Any  # whatever JSON the row holds; handlers validate it
+    payload_json: str  # the payload as stored; `payload` decodes it on first use
     priority: int
     run_at: datetime
     attempt: int
@@ -93,6 +94,12 @@ class Job:
     backoff_cap_ms: int
     lease_token: uuid.UUID
     dedupe_key: str | None
+
+    @cached_property
+    def payload(self) -> Any:
+        """Whatever JSON the row holds (decoded lazily: a handler with a payload model parses
+        `payload_json` straight into it, one that ignores its payload never pays for it)."""
+        return json.loads(self.payload_json)
 
     @property
     def is_root(self) -> bool:

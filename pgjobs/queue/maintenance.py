@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import json
 from datetime import datetime
 from typing import Any
 
@@ -29,7 +30,7 @@ async def rescue_expired(conn: psycopg.AsyncConnection, registry: Registry, *, l
             handler = registry.get(row["kind"])
             if handler and handler.on_lease_expired:
                 # A Job view of the row for the hook; it holds no lease (lease_token None).
-                job = Job(row["id"], row["root_id"], row["parent_id"], row["kind"], row["queue"], row["payload"],
+                job = Job(row["id"], row["root_id"], row["parent_id"], row["kind"], row["queue"], json.dumps(row["payload"]),
                           0, datetime.min, row["attempt"], 0, 0, 0, 0, None, None)  # type: ignore[arg-type]
                 try:
                     async with conn.transaction():

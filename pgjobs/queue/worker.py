@@ -68,6 +68,20 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg')}{more}"
 
 
+class _LazyContext(JobContext):
+    """JobContext whose payload is the job's, decoded only if the handler reads it."""
+
+    def __init__(self, job: Job, pool: AsyncConnectionPool, limits: RateLimits, worker_id: str) -> None:
+        object.__setattr__(self, "job", job)
+        object.__setattr__(self, "pool", pool)
+        object.__setattr__(self, "limits", limits)
+        object.__setattr__(self, "worker_id", worker_id)
+
+    @property
+    def payload(self):  # type: ignore[override]
+        return self.job.payload
+
+
 class Worker:
     def __init__(
         self,
@@ -240,15 +254,14 @@ class Worker:
         handler = self.registry.get(job.kind)
         if handler is None:
             return Discard(f"unknown job kind {job.kind!r}: no handler is registered for it")
-        payload = job.payload
         if handler.payload_model is not None and handler.validate_payload:
-            if not isinstance(payload, dict):
-                return Discard(f"invalid payload for {job.kind}: expected a JSON object")
-            try:
-                payload = handler.payload_model.model_validate(payload)
+            try:  # straight from the stored JSON text into the model (pydantic's own parser)
+                payload = handler.payload_model.model_validate_json(job.payload_json)
             except ValidationError as exc:
                 return Discard(f"invalid payload for {job.kind}: {_validation_message(exc)}")
-        ctx = JobContext(job, payload, self.pool, self.limits, self.worker_id)
+            ctx = JobContext(job, payload, self.pool, self.limits, self.worker_id)
+        else:
+            ctx = _LazyContext(job, self.pool, self.limits, self.worker_id)
         if handler.is_async:
             result = await handler.run(ctx)
         else:
@@ -281,14 +294,18 @@ class Worker:
         else:
             log.error("gave up writing %d outcomes; their leases will expire and be rescued", len(batch))
         done, troubled = [], []
+        info = log.isEnabledFor(logging.INFO)
         for item in batch:
             self._held.pop(item.job.id, None)
             if item.state is not None:
                 self.completed += 1
             if self.hooks.finished:
                 self.hooks.finished(item)
-            ok = item.state is not None and isinstance(item.outcome, Complete)
-            (done if ok else troubled).append(_outcome_fields(item))
+            if item.state is not None and isinstance(item.outcome, Complete):
+                if info:
+                    done.append(_outcome_fields(item))
+            else:
+                troubled.append(_outcome_fields(item))
         self._wake.set()  # slots are free again
         log_many(log, logging.INFO, "outcome", done)
         log_many(log, logging.WARNING, "outcome", troubled)

@@ -111,7 +111,7 @@ SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
     attempted_at = now(), worker_id = %(worker_id)s
 FROM next
 WHERE j.id = next.id
-RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.priority, j.run_at, j.attempt,
+RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload::text, j.priority, j.run_at, j.attempt,
           j.snoozes, j.max_attempts, j.backoff_base_ms, j.backoff_cap_ms, j.lease_token, j.dedupe_key;
 
 -- name: apply_outcomes
