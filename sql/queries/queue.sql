@@ -97,13 +97,20 @@ SELECT pg_notify('pgjobs', %(queue)s);
 
 -- name: claim_jobs
 -- Mark up to %(limit)s runnable jobs running for one worker; SKIP LOCKED lets workers claim side by side.
--- The ORDER BY matches jobs_runnable_idx so the scan never walks finished rows.
+-- One index scan per queue (LATERAL: equality on the index's leading column keeps its order, so the
+-- scan never walks finished rows or sorts, on PostgreSQL 15 as on 18), then the best across queues.
 WITH next AS (
-    SELECT id FROM pgjobs.jobs
-    WHERE state = 'queued' AND queue = ANY(%(queues)b::text[]) AND run_at <= now()
-    ORDER BY priority, run_at, id
+    SELECT j.id
+    FROM unnest(%(queues)b::text[]) AS q(name)
+    CROSS JOIN LATERAL (
+        SELECT id, priority, run_at FROM pgjobs.jobs
+        WHERE state = 'queued' AND queue = q.name AND run_at <= now()
+        ORDER BY priority, run_at, id
+        LIMIT %(limit)s
+        FOR UPDATE SKIP LOCKED
+    ) AS j
+    ORDER BY j.priority, j.run_at, j.id
     LIMIT %(limit)s
-    FOR UPDATE SKIP LOCKED
 )
 UPDATE pgjobs.jobs j
 SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
