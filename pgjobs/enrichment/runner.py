@@ -29,6 +29,9 @@ from pgjobs.sqlfiles import load_queries
 Q = load_queries("enrichment.sql")
 log = logging.getLogger("pgjobs.enrichment")
 Next = Literal["complete", "retry", "snooze", "discard"]
+# Column types of Q["copy_log"], in order (metadata goes in as JSON text).
+LOG_TYPES = ("text", "uuid", "text", "text[]", "text", "text", "text[]", "text", "text", "int4", "int4", "text",
+             "text", "text", "int8", "int8", "bool", "int4", "text")
 
 
 @dataclass
@@ -107,7 +110,7 @@ async def write_log(tx: JobTransaction, op: Op, result: Result, *, entity_id: UU
         json.dumps(result.metadata, default=str), result.error_message, result.error_code,
         # Lineage from the job row, never from a processor: flat link to the root.
         job.id, None if job.parent_id is None else job.root_id, job.parent_id is None, job.attempt, triggered_by,
-    ))
+    ), types=LOG_TYPES)
 
 
 async def spawn(tx: JobTransaction, result: Result, op: Op, payload: Payload, *, dedupe_key: str | None = None

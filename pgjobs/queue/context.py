@@ -57,11 +57,12 @@ class JobTransaction:
         audit rows. It still commits, or not, with this job's outcome."""
         self._later.setdefault(query, []).append(params)
 
-    def copy_later(self, copy_statement: str, row: tuple) -> None:
+    def copy_later(self, copy_statement: str, row: tuple, *, types: tuple[str, ...] | None = None) -> None:
         """Like execute_later, for append-only rows: every row the group queues for the same
         `COPY table (columns) FROM STDIN` statement goes in with one COPY (the cheapest insert
-        PostgreSQL has), still inside this transaction."""
-        self._later.setdefault((_COPY, copy_statement), []).append(row)  # type: ignore[arg-type]
+        PostgreSQL has), still inside this transaction. `types` (PostgreSQL type names, one per
+        column, e.g. "int8", "text[]") spares psycopg a type lookup per value."""
+        self._later.setdefault((_COPY, copy_statement, types), []).append(row)  # type: ignore[arg-type]
 
     async def flush_later(self) -> None:
         pending, self._later = dict(self._later), {}
@@ -73,6 +74,8 @@ class JobTransaction:
             async with self.conn.cursor() as cur:
                 if isinstance(key, tuple):
                     async with cur.copy(key[1]) as copy:
+                        if key[2]:
+                            copy.set_types(list(key[2]))
                         for row in rows:
                             await copy.write_row(row)
                 else:

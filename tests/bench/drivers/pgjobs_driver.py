@@ -24,7 +24,7 @@ import psycopg
 from pgjobs import migrations
 from pgjobs.queue import Complete, JobSpec, RateLimits, Registry, Worker, WorkerHooks, enqueue_async, enqueue_many
 from protocol import (
-    FANOUT_CHILDREN, LOG_COPY, Args, Stopwatch, emit, fanout_roots, log_values, parse_args, spacing,
+    FANOUT_CHILDREN, LOG_COPY, LOG_COPY_TYPES, Args, Stopwatch, emit, fanout_roots, log_values, parse_args, spacing,
     throughput,
 )
 
@@ -83,7 +83,7 @@ class Bench:
             # rows, one set-based child insert) — still inside that transaction, fenced by each lease.
             duration_ms = int((time.perf_counter() - started) * 1000)
             tx.copy_later(LOG_COPY, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms,
-                                               attempt=job.attempt))
+                                               attempt=job.attempt), types=LOG_COPY_TYPES)
             for c in range(children):
                 tx.enqueue_child_later("fan.child", {"seq": seq * 10 + c + 1})
 

@@ -40,6 +40,9 @@ LOG_INSERT = (
     f"VALUES ({', '.join('%s' for _ in LOG_COLUMNS)})"
 )
 LOG_COPY = f"COPY bench_enrichment_log ({', '.join(LOG_COLUMNS)}) FROM STDIN"
+# Per-column types for COPY (psycopg then skips a type lookup per value); jsonb goes in as JSON text.
+LOG_COPY_TYPES = ("text", "text", "text", "text[]", "text", "text", "text[]", "text", "text", "int4", "int4",
+                  "text", "int8", "int8", "bool", "int4", "text")
 LOG_INSERT_DOLLAR = (
     f"INSERT INTO bench_enrichment_log ({', '.join(LOG_COLUMNS)}) "
     f"VALUES ({', '.join(f'${i}' for i in range(1, len(LOG_COLUMNS) + 1))})"
