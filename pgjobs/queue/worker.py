@@ -181,20 +181,35 @@ class Worker:
         self._wake.set()
 
     async def _produce_loop(self) -> None:
+        backoff = 0.1
         while not self._stopping.is_set():
-            free = self.concurrency - len(self._held)
-            claimed = await self._claim(min(free, self.claim_batch)) if free > 0 else 0
-            if claimed and claimed == min(free, self.claim_batch):
-                continue  # there may be more: claim again at once if slots remain
-            idle = free > 0 and not claimed
-            if self.burst and idle and not self._held:
-                if not await self._pending():
-                    log.info("burst: nothing runnable or running in %s; exiting", ",".join(self.queues))
+            try:
+                if await self._produce_once():
                     return
-                # Other workers still hold jobs (which may spawn more): look again soon.
-                await self._sleep(min(0.1, await self._next_wait()))
-                continue
-            await self._sleep(await self._next_wait() if idle else self.poll_interval)
+                backoff = 0.1
+            except psycopg.OperationalError as exc:
+                # The database went away (restart, failover, killed backend): keep the daemon up,
+                # back off, and claim again once it answers; held jobs keep their leases meanwhile.
+                log.warning("claiming failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                await self._sleep(backoff * random.uniform(0.8, 1.2))
+                backoff = min(backoff * 2, 5.0)
+
+    async def _produce_once(self) -> bool:
+        """One claim cycle, then wait for a reason to claim again; True when burst is done."""
+        free = self.concurrency - len(self._held)
+        claimed = await self._claim(min(free, self.claim_batch)) if free > 0 else 0
+        if claimed and claimed == min(free, self.claim_batch):
+            return False  # there may be more: claim again at once if slots remain
+        idle = free > 0 and not claimed
+        if self.burst and idle and not self._held:
+            if not await self._pending():
+                log.info("burst: nothing runnable or running in %s; exiting", ",".join(self.queues))
+                return True
+            # Other workers still hold jobs (which may spawn more): look again soon.
+            await self._sleep(min(0.1, await self._next_wait()))
+            return False
+        await self._sleep(await self._next_wait() if idle else self.poll_interval)
+        return False
 
     async def _claim(self, limit: int) -> int:
         params = {"queues": self.queues, "limit": limit, "lease_seconds": self.lease_seconds,

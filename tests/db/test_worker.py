@@ -249,3 +249,21 @@ async def test_burst_exits_when_idle_or_waits_for_scheduled_retries(fresh_dsn, w
     await pool.close()
     expected = ("succeeded", 2) if wait_scheduled else ("queued", 1)
     assert _job(fresh_dsn, job_id)[:2] == expected
+
+
+async def test_the_worker_survives_its_database_connections_being_killed(fresh_dsn):
+    """Every backend of the worker (pool and listener) is terminated; it reconnects and goes on."""
+    async with running_worker(fresh_dsn, default_registry(), poll_interval=0.5) as (worker, finished):
+        _enqueue(fresh_dsn, "noop")
+        await take(finished, 1)
+        await asyncio.wait_for(worker.listener.connected.wait(), 10)
+        worker.listener.connected.clear()
+        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+            killed = conn.execute(
+                "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                " WHERE datname = current_database() AND pid <> pg_backend_pid()) t").fetchone()[0]
+        assert killed >= 2  # the listener and at least one pooled connection
+        job_id = _enqueue(fresh_dsn, "noop")
+        (item,) = await take(finished, 1, timeout=20)
+        assert item.job.id == job_id and item.state == "succeeded"
+        await asyncio.wait_for(worker.listener.connected.wait(), 10)  # and it listens again
