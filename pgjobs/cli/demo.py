@@ -16,7 +16,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgjobs import migrations
 from pgjobs.cli.common import cli, console
-from pgjobs.cli.enrichment import _print_family, _print_roots
+from pgjobs.cli.enrichment import print_family, print_roots
 from pgjobs.cli.worker import run_worker
 from pgjobs.enrichment import api
 from pgjobs.settings import Settings
@@ -59,8 +59,8 @@ def demo(ctx: typer.Context, concurrency: int = typer.Option(8, min=1)) -> None:
         roots = api.roots(conn, limit=50)
         families = [(r["root_job_id"], api.family(conn, r["root_job_id"])) for r in reversed(roots)]
     console.print(f"  done: {requests} requests to the sandbox\n")
-    _print_roots(roots)
+    print_roots(roots)
     for root_job_id, rows in families:
-        _print_family(root_job_id, rows)
+        print_family(root_job_id, rows)
     shown = make_conninfo(dsn, password="***") if conninfo_to_dict(dsn).get("password") else dsn
     console.print(f"\nExplore it: psql \"{shown}\" -c 'SELECT * FROM enrichment_roots'")

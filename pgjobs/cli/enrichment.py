@@ -39,10 +39,9 @@ def enrich_album(
         job = api.enqueue_enrich_album(conn, target, force=force, priority=priority, triggered_by=triggered_by)
     if json_output:
         print_json({"root_job_id": job.id, "album_id": str(target), "created": job.created})
-    elif job.created:
-        typer.echo(job.id)
-    else:
-        typer.echo(job.id)
+        return
+    typer.echo(job.id)
+    if not job.created:
         console.print(f"[dim]album {target} already has an unfinished chain; that is its root job[/dim]",
                       highlight=False)
 
@@ -68,12 +67,12 @@ def timeline(
     if json_output:
         print_json(rows)
     elif root_job_id is None:
-        _print_roots(rows)
+        print_roots(rows)
     else:
-        _print_family(root_job_id, rows)
+        print_family(root_job_id, rows)
 
 
-def _print_roots(rows) -> None:
+def print_roots(rows) -> None:
     table = Table(title=f"enrichment roots ({len(rows)})")
     for column in ("root job", "operation", "entity", "status", "attempts", "descendants", "ok/skip/none/fail",
                    "duration", "started"):
@@ -87,7 +86,7 @@ def _print_roots(rows) -> None:
     console.print(table)
 
 
-def _print_family(root_job_id: int, rows) -> None:
+def print_family(root_job_id: int, rows) -> None:
     table = Table(title=f"root job {root_job_id}: {rows[0]['operation']} {rows[0]['entity_name'] or ''}")
     for column in ("job", "operation", "entity", "status", "attempt", "duration", "calls", "reason"):
         table.add_column(column, overflow="fold")

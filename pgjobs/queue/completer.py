@@ -18,7 +18,7 @@ from typing import Iterable
 import psycopg
 
 from pgjobs.queue.backoff import backoff_seconds
-from pgjobs.queue.context import JobTransaction
+from pgjobs.queue.context import JobTransaction, flush_deferred
 from pgjobs.queue.errors import LeaseLost
 from pgjobs.queue.jobs import Job, Q
 from pgjobs.queue.outcomes import Complete, Discard, HandBack, Outcome, Retry, Snooze
@@ -90,7 +90,7 @@ async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
             async with conn.pipeline():
                 for item in writers:
                     await item.outcome.write(JobTransaction(conn, item.job, later))
-            await JobTransaction(conn, writers[0].job, later).flush_later()  # COPY cannot run in a pipeline
+            await flush_deferred(conn, later)
 
 
 async def _unit(conn: psycopg.AsyncConnection, item: Finished) -> None:

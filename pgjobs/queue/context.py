@@ -23,10 +23,15 @@ if TYPE_CHECKING:
 @dataclass(frozen=True)
 class JobContext:
     job: Job
-    payload: Any  # the kind's payload model instance, or the raw dict when it has none
     pool: AsyncConnectionPool  # for reads before the completion transaction
     limits: RateLimits
     worker_id: str
+    validated: Any = None  # the kind's payload model instance, when the kind has a model
+
+    @property
+    def payload(self) -> Any:
+        """The validated payload model, else the job's JSON (decoded only if read)."""
+        return self.job.payload if self.validated is None else self.validated
 
 
 _CHILDREN = "\0children"  # key of the deferred children in the group's `later` map
@@ -65,21 +70,8 @@ class JobTransaction:
         self._later.setdefault((_COPY, copy_statement, types), []).append(row)  # type: ignore[arg-type]
 
     async def flush_later(self) -> None:
-        pending, self._later = dict(self._later), {}
-        children = pending.pop(_CHILDREN, [])
-        if children:  # one set-based insert for every deferred child of the group
-            parents, specs = zip(*children)
-            await self.conn.execute(Q["enqueue_children"], {"parent_ids": list(parents)} | bulk_params(list(specs)))
-        for key, rows in pending.items():
-            async with self.conn.cursor() as cur:
-                if isinstance(key, tuple):
-                    async with cur.copy(key[1]) as copy:
-                        if key[2]:
-                            copy.set_types(list(key[2]))
-                        for row in rows:
-                            await copy.write_row(row)
-                else:
-                    await cur.executemany(key, rows)
+        pending, self._later = self._later, {}
+        await flush_deferred(self.conn, pending)
 
     @property
     def _children(self) -> list:
@@ -98,3 +90,22 @@ class JobTransaction:
             if exists is None:
                 raise QueueError(f"parent job {self.job.id} does not exist")
         raise QueueError(f"could not settle dedupe key {spec.dedupe_key!r}")
+
+
+async def flush_deferred(conn: psycopg.AsyncConnection, later: dict) -> None:
+    """Write a group's deferred rows: children in one set-based insert, COPY rows in one COPY per
+    statement, the rest in one executemany per query. Not in pipeline mode (COPY cannot be)."""
+    children = later.pop(_CHILDREN, [])
+    if children:
+        parents, specs = zip(*children)
+        await conn.execute(Q["enqueue_children"], {"parent_ids": list(parents)} | bulk_params(list(specs)))
+    for key, rows in later.items():
+        async with conn.cursor() as cur:
+            if isinstance(key, tuple):
+                async with cur.copy(key[1]) as copy:
+                    if key[2]:
+                        copy.set_types(list(key[2]))
+                    for row in rows:
+                        await copy.write_row(row)
+            else:
+                await cur.executemany(key, rows)

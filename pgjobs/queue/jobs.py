@@ -114,7 +114,7 @@ def _spec(kind: str, payload: Mapping[str, Any] | None, options: dict[str, Any])
     return JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)
 
 
-def _first(rows: list[tuple], spec: JobSpec) -> Enqueued | None:
+def _first(rows: list[tuple]) -> Enqueued | None:
     if not rows:
         return None  # the key's holder finished between our insert and our look-up: try again
     job_id, root_id, created, _ = rows[0]
@@ -125,7 +125,7 @@ def enqueue(conn: psycopg.Connection, kind: str, payload: Mapping[str, Any] | No
     """Enqueue one root job in the caller's transaction. Options: the fields of JobSpec."""
     spec = _spec(kind, payload, options)
     for _ in range(5):
-        result = _first(conn.execute(Q["enqueue"], spec.params()).fetchall(), spec)
+        result = _first(conn.execute(Q["enqueue"], spec.params()).fetchall())
         if result:
             return result
     raise psycopg.errors.SerializationFailure(f"could not settle dedupe key {spec.dedupe_key!r}")
@@ -137,7 +137,7 @@ async def enqueue_async(
     spec = _spec(kind, payload, options)
     for _ in range(5):
         cur = await conn.execute(Q["enqueue"], spec.params())
-        result = _first(await cur.fetchall(), spec)
+        result = _first(await cur.fetchall())
         if result:
             return result
     raise psycopg.errors.SerializationFailure(f"could not settle dedupe key {spec.dedupe_key!r}")

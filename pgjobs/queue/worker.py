@@ -68,20 +68,6 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg')}{more}"
 
 
-class _LazyContext(JobContext):
-    """JobContext whose payload is the job's, decoded only if the handler reads it."""
-
-    def __init__(self, job: Job, pool: AsyncConnectionPool, limits: RateLimits, worker_id: str) -> None:
-        object.__setattr__(self, "job", job)
-        object.__setattr__(self, "pool", pool)
-        object.__setattr__(self, "limits", limits)
-        object.__setattr__(self, "worker_id", worker_id)
-
-    @property
-    def payload(self):  # type: ignore[override]
-        return self.job.payload
-
-
 class Worker:
     def __init__(
         self,
@@ -274,9 +260,9 @@ class Worker:
                 payload = handler.payload_model.model_validate_json(job.payload_json)
             except ValidationError as exc:
                 return Discard(f"invalid payload for {job.kind}: {_validation_message(exc)}")
-            ctx = JobContext(job, payload, self.pool, self.limits, self.worker_id)
+            ctx = JobContext(job, self.pool, self.limits, self.worker_id, payload)
         else:
-            ctx = _LazyContext(job, self.pool, self.limits, self.worker_id)
+            ctx = JobContext(job, self.pool, self.limits, self.worker_id)
         if handler.is_async:
             result = await handler.run(ctx)
         else:
