@@ -68,6 +68,18 @@ CREATE TABLE pgjobs.schema_migrations (
     applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
+CREATE TABLE pgjobs.waiters (
+    worker_id text NOT NULL,
+    queues text[] NOT NULL,
+    channel text NOT NULL,
+    lock_key bigint NOT NULL,
+    free integer NOT NULL,
+    lease_seconds double precision NOT NULL,
+    since timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    CONSTRAINT waiters_free_check CHECK ((free >= 0)),
+    CONSTRAINT waiters_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
+);
+
 CREATE TABLE public.album (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
     title text NOT NULL,
@@ -251,6 +263,9 @@ ALTER TABLE ONLY pgjobs.rate_limits
 ALTER TABLE ONLY pgjobs.schema_migrations
     ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
 
+ALTER TABLE ONLY pgjobs.waiters
+    ADD CONSTRAINT waiters_pkey PRIMARY KEY (worker_id);
+
 ALTER TABLE ONLY public.album_artist
     ADD CONSTRAINT album_artist_pkey PRIMARY KEY (album_id, "position");
 
@@ -290,8 +305,6 @@ CREATE INDEX album_artist_artist_idx ON public.album_artist USING btree (artist_
 CREATE UNIQUE INDEX enrichment_log_attempt_idx ON public.enrichment_log USING btree (job_id, attempt) WHERE (job_id IS NOT NULL);
 
 CREATE INDEX enrichment_log_entity_idx ON public.enrichment_log USING btree (entity_type, entity_id, created_at);
-
-CREATE INDEX enrichment_log_job_idx ON public.enrichment_log USING btree (job_id);
 
 CREATE INDEX enrichment_log_parent_job_idx ON public.enrichment_log USING btree (parent_job_id, created_at) WHERE (parent_job_id IS NOT NULL);
 

@@ -126,7 +126,8 @@ async def claim(aconn, *, queues=("default",), limit=10, lease_seconds=30.0, wor
     from pgjobs.queue.jobs import Job, Q
 
     cur = await aconn.execute(Q["claim_jobs"], {"queues": list(queues), "limit": limit,
-                                                "lease_seconds": lease_seconds, "worker_id": worker_id})
+                                                "lease_seconds": lease_seconds, "worker_id": worker_id,
+                                                "channel": "unused", "lock_key": 0, "idle_slots": 0})
     return sorted((Job(*row) for row in await cur.fetchall()), key=lambda j: (j.priority, j.run_at, j.id))
 
 

@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 import psycopg
+from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
 from pgjobs.queue.errors import PayloadError
@@ -121,11 +122,21 @@ def _first(rows: list[tuple]) -> Enqueued | None:
     return Enqueued(job_id, root_id, created)
 
 
+def _query(conn: psycopg.Connection | psycopg.AsyncConnection, spec: JobSpec) -> str:
+    """enqueue_handoff when the statement is its own transaction and the job is plain (runnable now,
+    no dedupe key): only then may it go to an idle worker already leased, because the lease then
+    starts when the job becomes visible. Anything else is a plain enqueue."""
+    if (conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+            and spec.dedupe_key is None and spec.run_at is None and not spec.delay):
+        return Q["enqueue_handoff"]
+    return Q["enqueue"]
+
+
 def enqueue(conn: psycopg.Connection, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
     """Enqueue one root job in the caller's transaction. Options: the fields of JobSpec."""
     spec = _spec(kind, payload, options)
     for _ in range(5):
-        result = _first(conn.execute(Q["enqueue"], spec.params()).fetchall())
+        result = _first(conn.execute(_query(conn, spec), spec.params()).fetchall())
         if result:
             return result
     raise psycopg.errors.SerializationFailure(f"could not settle dedupe key {spec.dedupe_key!r}")
@@ -136,7 +147,7 @@ async def enqueue_async(
 ) -> Enqueued:
     spec = _spec(kind, payload, options)
     for _ in range(5):
-        cur = await conn.execute(Q["enqueue"], spec.params())
+        cur = await conn.execute(_query(conn, spec), spec.params())
         result = _first(await cur.fetchall())
         if result:
             return result

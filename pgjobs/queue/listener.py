@@ -1,7 +1,9 @@
 """Wake-ups: LISTEN on a dedicated connection, probed, reconnected after it dies.
 
 Enqueue sends `pg_notify('pgjobs', queue)`. The listener sets the producer's wake event for the
-queues it serves. Every `probe_interval` it runs a query on the same session: a half-open or
+queues it serves. With a hand-off channel it also LISTENs there and holds the worker's liveness
+lock (a session advisory lock: enqueue_handoff only picks workers whose lock is held), and passes
+each job handed over on that channel to `handoff`. Every `probe_interval` it runs a query on the same session: a half-open or
 terminated connection fails the probe, and the listener reconnects with backoff, LISTENs again and
 wakes the producer so it catches up on anything enqueued while it was deaf (the jittered poll
 covers the time in between).
@@ -12,12 +14,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import psycopg
+from psycopg import sql
 
 log = logging.getLogger("pgjobs.listener")
 CHANNEL = "pgjobs"
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """Where jobs handed to this worker arrive: its own channel, its liveness lock, a callback."""
+
+    channel: str
+    lock_key: int
+    accept: Callable[[str], None]  # gets the notification payload (the leased job, as JSON)
 
 
 class Listener:
@@ -27,11 +40,13 @@ class Listener:
         queues: Iterable[str],
         wake: Callable[[], None],
         *,
+        handoff: Handoff | None = None,
         probe_interval: float = 5.0,
     ) -> None:
         self._conninfo = conninfo
         self._queues = frozenset(queues)
         self._wake = wake
+        self._handoff = handoff
         self._probe_interval = probe_interval
         self.connected = asyncio.Event()
         self.reconnects = 0
@@ -46,6 +61,9 @@ class Listener:
                     keepalives_interval=5, keepalives_count=3,
                 ) as conn:
                     await conn.execute("LISTEN pgjobs")  # CHANNEL
+                    if self._handoff:
+                        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._handoff.channel)))
+                        await conn.execute("SELECT pg_advisory_lock(%s)", (self._handoff.lock_key,))
                     self.backend_pid = conn.info.backend_pid
                     self.connected.set()
                     self._wake()  # catch up on whatever arrived while we were not listening
@@ -64,8 +82,11 @@ class Listener:
     async def _listen(self, conn: psycopg.AsyncConnection) -> None:
         while True:
             async for note in conn.notifies(timeout=self._probe_interval):
-                if note.payload in self._queues:
-                    self._wake()
+                if note.channel == CHANNEL:
+                    if note.payload in self._queues:
+                        self._wake()
+                elif self._handoff and note.channel == self._handoff.channel:
+                    self._handoff.accept(note.payload)
             # Same-session probe: proves the socket and the LISTEN are both still alive.
             cur = await conn.execute("SELECT %s = ANY(ARRAY(SELECT pg_listening_channels()))", (CHANNEL,))
             (listening,) = await cur.fetchone()

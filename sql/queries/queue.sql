@@ -22,6 +22,48 @@ UNION ALL
 SELECT id, root_id, false, false FROM pgjobs.jobs
 WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXISTS (SELECT FROM ins);
 
+-- name: enqueue_handoff
+-- Enqueue one root job and, when a live worker waits idle on its queue, hand it over in the same
+-- statement: the row goes in already leased to that worker (attempt 1) and the notification on the
+-- worker's own channel carries it, so the worker starts it without claiming. With no such waiter
+-- (or a payload too big for a notification) this is a plain enqueue. Callers use it only for a
+-- statement that is its own transaction, so the lease starts when the job becomes visible.
+WITH waiter AS (
+    SELECT w.worker_id, w.channel, w.lease_seconds
+    FROM pgjobs.waiters w
+    WHERE %(queue)s = ANY (w.queues) AND w.free > 0 AND octet_length(%(payload)s::text) <= 7000
+      AND NOT pg_try_advisory_xact_lock_shared(w.lock_key)  -- its listener holds it while alive
+    ORDER BY w.since
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), taken AS (
+    UPDATE pgjobs.waiters w SET free = w.free - 1
+    FROM waiter
+    WHERE w.worker_id = waiter.worker_id
+    RETURNING waiter.worker_id, waiter.channel, waiter.lease_seconds
+), new AS (
+    SELECT nextval('pgjobs.job_id_seq') AS id
+), ins AS (
+    INSERT INTO pgjobs.jobs (id, root_id, kind, queue, payload, priority, max_attempts, backoff_base_ms,
+                             backoff_cap_ms, state, attempt, lease_token, lease_expires_at, attempted_at,
+                             worker_id)
+    SELECT new.id, new.id, %(kind)s, %(queue)s, %(payload)s, %(priority)s, %(max_attempts)s,
+           %(backoff_base_ms)s, %(backoff_cap_ms)s,
+           CASE WHEN t.worker_id IS NULL THEN 'queued' ELSE 'running' END::pgjobs.job_state,
+           (t.worker_id IS NOT NULL)::int,
+           CASE WHEN t.worker_id IS NOT NULL THEN gen_random_uuid() END,
+           now() + make_interval(secs => t.lease_seconds),
+           CASE WHEN t.worker_id IS NOT NULL THEN now() END,
+           t.worker_id
+    FROM new LEFT JOIN taken t ON true
+    RETURNING *
+)
+SELECT ins.id, ins.root_id, true AS created,
+       pg_notify(coalesce(t.channel, 'pgjobs'), CASE WHEN t.channel IS NULL THEN ins.queue ELSE json_build_array(
+           ins.id, ins.kind, ins.queue, ins.payload::text, ins.priority, ins.run_at, ins.max_attempts,
+           ins.backoff_base_ms, ins.backoff_cap_ms, ins.lease_token)::text END) IS NULL AS notified
+FROM ins LEFT JOIN taken t ON true;
+
 -- name: enqueue_child
 -- Insert a child of %(parent_id)s: its root comes from the parent row, never from the caller.
 WITH ins AS (
@@ -96,7 +138,8 @@ FROM STDIN;
 SELECT pg_notify('pgjobs', %(queue)s);
 
 -- name: claim_jobs
--- Mark up to %(limit)s runnable jobs running for one worker; SKIP LOCKED lets workers claim side by side.
+-- Mark up to %(limit)s runnable jobs running for one worker; SKIP LOCKED lets workers claim side by side,
+-- and keep the worker's hand-off offer (pgjobs.waiters) in step, in the same statement.
 -- One index scan per queue (LATERAL: equality on the index's leading column keeps its order, so the
 -- scan never walks finished rows or sorts, on PostgreSQL 15 as on 18), then the best across queues.
 WITH next AS (
@@ -111,15 +154,33 @@ WITH next AS (
     ) AS j
     ORDER BY j.priority, j.run_at, j.id
     LIMIT %(limit)s
+), claimed AS (
+    UPDATE pgjobs.jobs j
+    SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
+        lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
+        attempted_at = now(), worker_id = %(worker_id)s
+    FROM next
+    WHERE j.id = next.id
+    RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload::text AS payload, j.priority, j.run_at,
+              j.attempt, j.snoozes, j.max_attempts, j.backoff_base_ms, j.backoff_cap_ms, j.lease_token,
+              j.dedupe_key
+), offer AS (
+    -- Found less than asked: nothing else is runnable, so offer the slots left for hand-off
+    -- (none when the claim was full, or when %(idle_slots)s is 0: burst or stopping workers take none).
+    SELECT CASE WHEN count(*) < %(limit)s THEN greatest(%(idle_slots)s - count(*), 0) ELSE 0 END AS free
+    FROM claimed
+), offered AS (
+    INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds)
+    SELECT %(worker_id)s, %(queues)b::text[], %(channel)s, %(lock_key)s, offer.free, %(lease_seconds)s
+    FROM offer WHERE offer.free > 0
+    ON CONFLICT (worker_id) DO NOTHING
+), changed AS (
+    -- Only a changed offer is written (and locked: an enqueue handing off meanwhile skips it).
+    UPDATE pgjobs.waiters w SET free = offer.free, since = clock_timestamp()
+    FROM offer
+    WHERE w.worker_id = %(worker_id)s AND w.free <> offer.free
 )
-UPDATE pgjobs.jobs j
-SET state = 'running', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
-    lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
-    attempted_at = now(), worker_id = %(worker_id)s
-FROM next
-WHERE j.id = next.id
-RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload::text, j.priority, j.run_at, j.attempt,
-          j.snoozes, j.max_attempts, j.backoff_base_ms, j.backoff_cap_ms, j.lease_token, j.dedupe_key;
+SELECT * FROM claimed;
 
 -- name: apply_outcomes
 -- Record the outcomes of several attempts in one statement, each fenced on its own lease token.
@@ -179,6 +240,22 @@ FROM expired
 WHERE j.id = expired.id
 RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.attempt, j.state::text AS state,
           j.last_error;
+
+-- name: withdraw_waiter
+-- A stopping worker takes back its hand-off offer.
+DELETE FROM pgjobs.waiters WHERE worker_id = %(worker_id)s;
+
+-- name: hand_back_orphans
+-- After its listener closed: jobs handed to this worker whose notification it never acted on go
+-- back to the queue, their run undone (no handler started them).
+UPDATE pgjobs.jobs
+SET state = 'queued', attempt = attempt - 1, lease_token = NULL, lease_expires_at = NULL, run_at = now()
+WHERE worker_id = %(worker_id)s AND state = 'running' AND id <> ALL (%(held)b::bigint[])
+RETURNING id;
+
+-- name: prune_dead_waiters
+-- Offers of workers whose listener session is gone (the lock is free: taking it here proves it).
+DELETE FROM pgjobs.waiters w WHERE pg_try_advisory_xact_lock(w.lock_key);
 
 -- name: pending_work
 -- For --burst: is anything in these queues running, or runnable now (or later, with %(scheduled)s)?

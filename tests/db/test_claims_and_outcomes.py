@@ -1,6 +1,7 @@
 """Claims (order, SKIP LOCKED, plan) and fenced outcomes: complete, retry, snooze, discard."""
 
 import asyncio
+import re
 from datetime import timedelta
 
 import psycopg
@@ -64,11 +65,19 @@ def test_claim_plan_uses_the_runnable_index_after_a_bulk_load(fresh_dsn):
         conn.execute("UPDATE pgjobs.jobs SET state = 'succeeded', finished_at = now() WHERE id % 50 <> 0")
         conn.commit()
         conn.execute("ANALYZE pgjobs.jobs")
-        plan = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN " + Q["claim_jobs"],
-            {"queues": ["default"], "limit": 10, "lease_seconds": 30, "worker_id": "x"}).fetchall())
-    assert "jobs_runnable_idx" in plan, plan
-    assert "Seq Scan" not in plan, plan
+        params = {"queues": ["default"], "limit": 10, "lease_seconds": 30, "worker_id": "x", "channel": "c",
+                  "lock_key": 0, "idle_slots": 0}
+        plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + Q["claim_jobs"], params).fetchall())
+        # The worker runs the claim with its generic plan (plan_cache_mode = force_generic_plan): same walk.
+        names = list(params)
+        prepared = re.sub(r"%\((\w+)\)[sb]", lambda m: f"${names.index(m.group(1)) + 1}", Q["claim_jobs"])
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE claim AS {prepared}")
+        generic = "\n".join(r[0] for r in conn.execute(
+            "EXPLAIN EXECUTE claim('{default}', 1000, 30, 'x', 'c', 0, 0)").fetchall())
+    for p in (plan, generic):
+        assert "jobs_runnable_idx" in p, p
+        assert "Seq Scan on jobs" not in p, p
 
 
 async def test_complete_clears_the_lease(fresh_dsn, aconn, claim_jobs):

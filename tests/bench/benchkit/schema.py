@@ -46,7 +46,6 @@ CREATE TABLE IF NOT EXISTS bench_enrichment_log (
 CREATE INDEX IF NOT EXISTS bench_log_parent_job_idx ON bench_enrichment_log (parent_job_id, created_at)
     WHERE parent_job_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS bench_log_roots_idx ON bench_enrichment_log (created_at DESC) WHERE is_root_job;
-CREATE INDEX IF NOT EXISTS bench_log_job_idx ON bench_enrichment_log (job_id);
 CREATE INDEX IF NOT EXISTS bench_log_entity_idx ON bench_enrichment_log (entity_type, entity_id, created_at);
 CREATE UNIQUE INDEX IF NOT EXISTS bench_log_attempt_idx ON bench_enrichment_log (job_id, attempt)
     WHERE job_id IS NOT NULL;

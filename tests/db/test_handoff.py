@@ -1,0 +1,143 @@
+"""Hand-off: an enqueue that is its own transaction gives its job to an idle live worker, leased.
+
+The SQL contract is tested with a stand-in "worker" session that holds the liveness lock and
+LISTENs on its channel (what Listener does); the whole path with a real Worker.
+"""
+
+import asyncio
+import json
+import uuid
+
+import psycopg
+import pytest
+
+from pgjobs.database import open_pool
+from pgjobs.queue import RateLimits, Registry, Worker, WorkerHooks, enqueue, enqueue_async
+from pgjobs.queue.jobs import Q
+
+LOCK_KEY = 4242
+
+
+@pytest.fixture
+def waiter(fresh_dsn):
+    """A live waiter 'w1' on queue default with 2 free slots: its session holds the lock and listens."""
+    with psycopg.connect(fresh_dsn, autocommit=True) as session:
+        session.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
+        session.execute("LISTEN pgjobs_w_test")
+        session.execute("INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds)"
+                        " VALUES ('w1', '{default}', 'pgjobs_w_test', %s, 2, 30)", (LOCK_KEY,))
+        yield session
+
+
+def _row(conn, job_id):
+    return conn.execute("SELECT state::text, attempt, worker_id, lease_token FROM pgjobs.jobs WHERE id = %s",
+                        (job_id,)).fetchone()
+
+
+def _free(conn):
+    return conn.execute("SELECT free FROM pgjobs.waiters WHERE worker_id = 'w1'").fetchone()[0]
+
+
+def test_autocommit_enqueue_is_leased_to_the_waiter_and_the_notification_carries_it(fresh_dsn, waiter):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        job_id = enqueue(conn, "noop", {"n": 1}, priority=3).id
+        state, attempt, worker_id, token = _row(conn, job_id)
+        assert (state, attempt, worker_id) == ("running", 1, "w1") and token is not None
+        assert _free(conn) == 1
+    (note,) = list(waiter.notifies(timeout=5, stop_after=1))
+    assert note.channel == "pgjobs_w_test"
+    fields = json.loads(note.payload)
+    assert fields[:5] == [job_id, "noop", "default", '{"n": 1}', 3]
+    assert uuid.UUID(fields[-1]) == token
+
+
+def test_no_hand_off_inside_a_transaction_for_another_queue_or_without_free_slots(fresh_dsn, waiter):
+    with psycopg.connect(fresh_dsn) as conn:  # a transaction of the caller's: the job waits for the commit
+        in_tx = enqueue(conn, "noop").id
+        assert _row(conn, in_tx)[0] == "queued"
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        with conn.transaction():
+            explicit = enqueue(conn, "noop").id
+        other_queue = enqueue(conn, "noop", queue="other").id
+        later = enqueue(conn, "noop", delay=60).id
+        deduped = enqueue(conn, "noop", dedupe_key="k").id
+        assert [_row(conn, i)[0] for i in (in_tx, explicit, other_queue, later, deduped)] == ["queued"] * 5
+        assert _free(conn) == 2
+        handed = [enqueue(conn, "noop").id for _ in range(3)]
+        assert [_row(conn, i)[0] for i in handed] == ["running", "running", "queued"]  # 2 slots, then full
+        assert _free(conn) == 0
+
+
+def test_a_dead_waiter_is_never_chosen_and_the_rescuer_prunes_it(fresh_dsn, waiter):
+    waiter.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))  # as if its listener session died
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        assert _row(conn, enqueue(conn, "noop").id)[0] == "queued"
+        conn.execute(Q["prune_dead_waiters"])
+        assert conn.execute("SELECT count(*) FROM pgjobs.waiters").fetchone()[0] == 0
+
+
+def test_orphaned_hand_offs_go_back_without_spending_an_attempt(fresh_dsn, waiter):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        kept, orphan = enqueue(conn, "noop").id, enqueue(conn, "noop").id
+        back = conn.execute(Q["hand_back_orphans"], {"worker_id": "w1", "held": [kept]}).fetchall()
+        assert back == [(orphan,)]
+        assert _row(conn, orphan) == ("queued", 0, "w1", None)
+        assert _row(conn, kept)[:2] == ("running", 1)
+
+
+def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn):
+    params = {"queues": ["default"], "lease_seconds": 30, "worker_id": "w2", "channel": "pgjobs_w_2",
+              "lock_key": 7}
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        for _ in range(3):
+            enqueue(conn, "noop", queue="default")
+        offer = "SELECT free FROM pgjobs.waiters WHERE worker_id = 'w2'"
+        assert len(conn.execute(Q["claim_jobs"], params | {"limit": 2, "idle_slots": 10}).fetchall()) == 2
+        assert conn.execute(offer).fetchone() is None  # a full claim: busy, nothing offered
+        assert len(conn.execute(Q["claim_jobs"], params | {"limit": 2, "idle_slots": 8}).fetchall()) == 1
+        assert conn.execute(offer).fetchone() == (7,)  # 8 free, 1 just taken, nothing else runnable
+        conn.execute(Q["claim_jobs"], params | {"limit": 2, "idle_slots": 0})  # burst / stopping
+        assert conn.execute(offer).fetchone() == (0,)
+
+
+async def test_an_idle_worker_starts_a_handed_off_job_without_claiming_it(fresh_dsn):
+    started, release = asyncio.Queue(), asyncio.Event()
+
+    async def hold(ctx):
+        started.put_nowait(ctx.job)
+        await release.wait()
+
+    registry = Registry()
+    registry.register("hold", hold)
+    pool = await open_pool(fresh_dsn, max_size=4)
+    claimed: list = []
+    finished: asyncio.Queue = asyncio.Queue()
+    worker = Worker(pool, registry, conninfo=fresh_dsn, limits=RateLimits(pool, {}), concurrency=4,
+                    hooks=WorkerHooks(claimed=claimed.extend, finished=finished.put_nowait))
+    task = asyncio.create_task(worker.run())
+    try:
+        async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as conn:
+            await asyncio.wait_for(worker.listener.connected.wait(), 10)
+            for _ in range(200):  # the first (empty) claim offers the worker's 4 slots
+                cur = await conn.execute("SELECT free FROM pgjobs.waiters WHERE worker_id = %s", (worker.worker_id,))
+                if await cur.fetchone() == (4,):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the idle worker never offered its slots")
+            job_id = (await enqueue_async(conn, "hold", {"x": 1})).id
+            cur = await conn.execute("SELECT state::text, worker_id FROM pgjobs.jobs WHERE id = %s", (job_id,))
+            assert await cur.fetchone() == ("running", worker.worker_id)  # leased by the enqueue itself
+            job = await asyncio.wait_for(started.get(), 10)
+            assert (job.id, job.payload, job.attempt) == (job_id, {"x": 1}, 1)
+            release.set()
+            done = await asyncio.wait_for(finished.get(), 10)
+            assert (done.job.id, done.state) == (job_id, "succeeded")
+        assert [j.id for j in claimed] == [job_id]  # reported through the claimed hook all the same
+    finally:
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 10)
+        await pool.close()
+    with psycopg.connect(fresh_dsn) as conn:  # a stopped worker withdraws its offer
+        assert conn.execute("SELECT count(*) FROM pgjobs.waiters WHERE worker_id = %s AND free > 0",
+                            (worker.worker_id,)).fetchone()[0] == 0
