@@ -98,7 +98,12 @@ async def flush_deferred(conn: psycopg.AsyncConnection, later: dict) -> None:
     children = later.pop(_CHILDREN, [])
     if children:
         parents, specs = zip(*children)
-        await conn.execute(Q["enqueue_children"], {"parent_ids": list(parents)} | bulk_params(list(specs)))
+        params = {"parent_ids": list(parents)} | bulk_params(list(specs))
+        if any(s.dedupe_key for s in specs):
+            await conn.execute(Q["enqueue_children"], params)
+        else:  # no arbiter index to consult: a plain insert skips speculative insertion per row
+            del params["dedupe_keys"]
+            await conn.execute(Q["enqueue_children_plain"], params)
     for key, rows in later.items():
         async with conn.cursor() as cur:
             if isinstance(key, tuple):

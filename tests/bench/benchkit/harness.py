@@ -5,8 +5,9 @@ returns, verify.checks_for reads that database and checks exactly-once. A figure
 of the table (e.g. "pgqueuer drain") with its repetitions: a second repetition runs when the
 first took less than `rep_budget` seconds, and the best of them is reported beside both values.
 
-Per system: a short sweep over its knob (full runs only, at min(N, 5000)) picks the setting the
-later runs use; then drain (whose bulk enqueue is the enqueue figure), audited, fan-out, wake-up;
+Per system: a short sweep over its knob (full runs only, at min(N, 5000)) picks the setting for
+each of drain, audited and fan-out on its own (every system alike; procrastinate's audited reuses
+its drain setting: at ~300 jobs/s a sweep costs minutes); then drain (whose bulk enqueue is the enqueue figure), audited, fan-out, wake-up;
 pgjobs also with 1, 2 and 4 worker processes; pgbench runs the SQL ceilings.
 """
 
@@ -29,7 +30,7 @@ RESULT_MARK = "BENCH-RESULT "
 # --quick uses: the best a full run found on this machine (2 cores). procrastinate gets two values
 # only: at ~300 jobs/s each sweep run costs ~15 s.
 KNOBS = {
-    "pgjobs": ("concurrency", [2000, 1000, 4000]),
+    "pgjobs": ("concurrency", [2000, 1000, 4000, 8000]),
     "pgqueuer": ("batch", [100, 50, 500]),
     "procrastinate": ("concurrency", [50, 10]),
     "bullmq": ("concurrency", [200, 50, 500]),
@@ -178,14 +179,19 @@ class Bench:
         c, want = self.config, set(self.config.workloads)
         knob, values = KNOBS[system]
         values = values[:1] if c.quick else values
-        best = values[0]
-        if len(values) > 1 and want & {"drain", "enqueue", "audited", "fanout", "procs"}:
-            sweep_n = min(c.n, c.sweep_n)
-            sweep = [self.run(system, runtime, db, "drain", sweep_n, {knob: v}, sweep_n) for v in values]
+
+        def tuned(workload: str) -> dict:
+            """The knob value with the best rate on a short run of `workload`."""
+            if len(values) == 1:
+                return {knob: values[0]}
+            n = min(c.n, c.sweep_n)
+            expected = max(1, n // 6) * 6 if workload == "fanout" else n
+            sweep = [self.run(system, runtime, db, workload, n, {knob: v}, expected) for v in values]
             self.sweeps += sweep
             rated = [r for r in sweep if r.ok]
-            best = max(rated, key=lambda r: r.result["rate"]).setting[knob] if rated else best
-        setting = {knob: best}
+            return {knob: max(rated, key=lambda r: r.result["rate"]).setting[knob] if rated else values[0]}
+
+        setting = tuned("drain") if want & {"drain", "enqueue", "audited", "fanout", "procs"} else {knob: values[0]}
         if want & {"drain", "enqueue"}:
             runs = self.repeat(lambda: self.run(system, runtime, db, "drain", c.n, setting, c.n))
             if "enqueue" in want:
@@ -193,11 +199,13 @@ class Bench:
             if "drain" in want:
                 self.figures.append(Figure(system, "drain", "drain (1 process)", runs))
         if "audited" in want:
-            runs = self.repeat(lambda: self.run(system, runtime, db, "audited", c.n, setting, c.n))
+            audited = setting if system == "procrastinate" else tuned("audited")
+            runs = self.repeat(lambda: self.run(system, runtime, db, "audited", c.n, audited, c.n))
             self.figures.append(Figure(system, "audited", "audited drain", runs))
         if "fanout" in want and system != "procrastinate":  # ~300 jobs/s: minutes for a figure no target needs
             total = max(1, c.n // 6) * 6
-            runs = self.repeat(lambda: self.run(system, runtime, db, "fanout", c.n, setting, total))
+            fanout = tuned("fanout")
+            runs = self.repeat(lambda: self.run(system, runtime, db, "fanout", c.n, fanout, total))
             self.figures.append(Figure(system, "fanout", "fan-out 1+5, logged", runs))
         if "wake" in want:
             extra = ["--samples", str(c.wake_samples), "--warmup", str(c.wake_warmup)]

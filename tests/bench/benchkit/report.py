@@ -156,7 +156,7 @@ def to_json(bench: Bench, env: dict, targets: list[dict]) -> dict:
                      "best": f.best(), "values": f.values(), "verified": f.ok,
                      **({"best_p95": f.best("p95"), "best_p99": f.best("p99")} if f.metric == "p50" else {}),
                      "runs": [r.as_dict() for r in f.runs]} for f in bench.figures],
-        "sweeps": [{"system": r.system, "setting": r.setting, "rate": r.result.get("rate"), "n": r.result.get("n"),
+        "sweeps": [{"system": r.system, "workload": r.workload, "setting": r.setting, "rate": r.result.get("rate"), "n": r.result.get("n"),
                     "verified": r.ok, "error": r.error} for r in bench.sweeps],
     }
 
