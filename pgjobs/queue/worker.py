@@ -3,8 +3,8 @@
 One asyncio loop. The producer claims as many jobs as there are free slots, woken by NOTIFY, a
 jittered poll, the next scheduled run_at, or a slot freed by the completer. An idle worker also
 offers its free slots for hand-off: an enqueue that is its own transaction then inserts the job
-already leased to it and the listener starts it at once (no claim round trip on the wake-up path). Each claimed job runs
-as its own task; its outcome goes to the completer, which writes whatever has accumulated in one
+already leased to it and the listener starts it at once (no claim round trip on the wake-up path).
+Each claimed job runs as its own task; its outcome goes to the completer, which writes whatever has accumulated in one
 group transaction. A heartbeat extends held leases; the rescuer re-queues other workers' expired
 ones. stop() (SIGTERM/SIGINT) stops claiming, lets in-flight jobs finish within the grace period,
 and hands the rest back without spending an attempt.
