@@ -3,10 +3,10 @@
 Enqueue sends `pg_notify('pgjobs', queue)`. The listener sets the producer's wake event for the
 queues it serves. With a hand-off channel it also LISTENs there and holds the worker's liveness
 lock (a session advisory lock: enqueue_handoff only picks workers whose lock is held), and passes
-each job handed over on that channel to `handoff`. Every `probe_interval` it runs a query on the same session: a half-open or
-terminated connection fails the probe, and the listener reconnects with backoff, LISTENs again and
-wakes the producer so it catches up on anything enqueued while it was deaf (the jittered poll
-covers the time in between).
+each job handed over on that channel to `handoff`. Every `probe_interval` it runs a query on the
+same session: a half-open or terminated connection fails the probe, and the listener reconnects
+with backoff, LISTENs again and wakes the producer so it catches up on anything enqueued while it
+was deaf (the jittered poll covers the time in between).
 """
 
 from __future__ import annotations
