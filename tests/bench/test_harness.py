@@ -1,5 +1,6 @@
-"""bin/bench's harness on pgjobs alone (no peers, no npm), tiny N: the exactly-once check runs,
-passes on honest runs, and catches a job completed twice, whether in the database or in its input."""
+"""bin/bench's harness on pgjobs and the PostgreSQL wake-up floor (no peers, no npm), tiny N: the
+exactly-once check runs, passes on honest runs, and catches a job completed twice, whether in the
+database or in its input, and a notification the floor's listener never got."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import psycopg
 import pytest
 
 from benchkit import report, verify
-from benchkit.envs import pgjobs_runtime
+from benchkit.envs import floor_runtime, pgjobs_runtime
 from benchkit.harness import Bench, Config, Figure
 from benchkit.schema import prepare, with_dbname
 
@@ -18,8 +19,8 @@ N = 50
 
 def config(dsn: str, **overrides) -> Config:
     lines: list[str] = []
-    base = dict(dsn=dsn, n=N, quick=True, systems=("pgjobs",), reuse_db=True, reps=1, warmup=10,
-                wake_samples=10, wake_warmup=2, procs=(1, 2), say=lines.append)
+    base = dict(dsn=dsn, n=N, quick=True, systems=("pgjobs", "pg-floor"), reuse_db=True, reps=1, warmup=10,
+                wake_samples=10, wake_warmup=2, wake_rounds=1, procs=(1, 2), say=lines.append)
     return Config(**(base | overrides))
 
 
@@ -37,17 +38,21 @@ def test_every_pgjobs_run_is_verified_exactly_once(bench_db: str, tmp_path) -> N
     bench.run_all()
 
     assert not bench.skipped
-    workloads = {f.workload for f in bench.figures}
+    workloads = {f.workload for f in bench.figures if f.system == "pgjobs"}
     assert workloads == {"enqueue", "drain", "audited", "fanout", "wake", "procs-1", "procs-2"}
+    assert [f.workload for f in bench.figures if f.system == "pg-floor"] == ["wake"]
     for figure in bench.figures:
         for run in figure.runs:
             assert run.error is None, run.error
             assert run.checks, f"{figure.workload}: no exactly-once check ran"
             assert all(c.ok for c in run.checks), [c for c in run.checks if not c.ok]
-    names = {f.workload: {c.name for r in f.runs for c in r.checks} for f in bench.figures}
+    names = {f.workload: {c.name for r in f.runs for c in r.checks} for f in bench.figures if f.system == "pgjobs"}
     assert {"jobs succeeded once", "handler runs"} <= names["drain"]
     assert "log rows" in names["audited"]
     assert {"children per root", "log lineage", "log rows"} <= names["fanout"]
+    floor = next(f for f in bench.figures if f.system == "pg-floor").runs[0]
+    assert [c.name for c in floor.checks] == ["notifications received once", "durable settings"]
+    assert floor.checks[0].expected == 12 and floor.result["samples"] == 10  # warm-up 2 + 10 measured
     fanout = next(f for f in bench.figures if f.workload == "fanout").runs[0]
     assert fanout.checks[0].expected == (N // 6) * 6  # every root and every child was counted
     assert bench.ok
@@ -96,3 +101,15 @@ def test_exactly_once_counts_every_kind_of_mistake() -> None:
     assert not verify.exactly_once("x", [1, 2], [1, 2], expected_count=3).ok  # a job was never enqueued
     assert verify.exactly_once("x", [7], [7] * 5, times=5).ok
     assert not verify.exactly_once("x", [7], [7] * 4, times=5).ok
+
+
+def test_a_lost_or_doubled_floor_notification_is_caught(bench_db: str) -> None:
+    bench = Bench(config(bench_db, systems=("pg-floor",)))
+    run = bench.run("pg-floor", floor_runtime(), bench_db, "wake", 0, {}, 12, ["--samples", "10", "--warmup", "2"])
+    assert run.ok, [c for c in run.checks if not c.ok]
+
+    received = run.records["executed"]
+    lost = verify.checks_for("pg-floor", "wake", bench_db, {"executed": received[1:]}, 12)[0]
+    assert not lost.ok and lost.missing == 1
+    doubled = verify.checks_for("pg-floor", "wake", bench_db, {"executed": received + received[:1]}, 12)[0]
+    assert not doubled.ok and doubled.duplicated == 1

@@ -34,6 +34,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
                    help="run a second repetition only when the first took at most this many seconds")
     p.add_argument("--reps", type=int, help="repetitions per figure where time allows (default 2; 1 with --quick)")
     p.add_argument("--wake-samples", type=int, help="measured wake-ups per run (default 200; 100 with --quick)")
+    p.add_argument("--wake-rounds", type=int,
+                   help="wake-up runs per system, systems taking turns (default 3; 1 with --quick)")
     p.add_argument("--require-targets", action="store_true", help="exit 2 when a target FAILs")
     args = p.parse_args(argv)
     systems = tuple(s for s in args.systems.split(",") if s)
@@ -46,6 +48,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
                     systems=systems, workloads=workloads, reuse_db=args.reuse_db, rep_budget=args.rep_budget,
                     reps=args.reps or (1 if args.quick else 2),
                     wake_samples=args.wake_samples or (100 if args.quick else 200),
+                    wake_rounds=args.wake_rounds or (1 if args.quick else 3),
                     say=lambda line: print(line, file=sys.stderr, flush=True))
     return config, args
 
@@ -70,6 +73,9 @@ def main(argv: list[str] | None = None) -> int:
               "when runs started): other processes compete for the CPU, so treat figures as noisy")
     print()
     print(report.targets_table(targets))
+    context = report.wake_context(bench)
+    if context:
+        print("\n" + "\n".join(context))
     report.write_json(args.json, report.to_json(bench, env, targets))
     print(f"\nresults: {args.json}")
     if not bench.ok:

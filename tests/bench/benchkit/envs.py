@@ -48,6 +48,14 @@ def pgjobs_runtime() -> Runtime:
     return Runtime([sys.executable, str(DRIVERS / "pgjobs_driver.py")], env, {"pgjobs": "working tree"})
 
 
+def floor_runtime() -> Runtime:
+    """The wake-up floor (raw psycopg, no queue) runs in the project's venv too."""
+    import psycopg
+
+    env = os.environ | {"PYTHONPATH": str(DRIVERS)}
+    return Runtime([sys.executable, str(DRIVERS / "floor_driver.py")], env, {"psycopg": psycopg.__version__})
+
+
 def python_peers(say) -> tuple[Path, dict[str, str]]:
     """The bench venv's interpreter (created and filled on first use) and the peers' versions."""
     venv = BENCH_DIR / "venv"
@@ -121,20 +129,30 @@ def _read_reply(reply):
 
 
 class Redis:
-    """The machine's Redis at 127.0.0.1:6379, or one we start (and stop) when none answers."""
+    """The machine's Redis at 127.0.0.1:6379, or one we start (and stop) when none answers.
 
-    def __init__(self, say) -> None:
-        self.host, self.port, self.proc, self.say = "127.0.0.1", 6379, None, say
+    durable=True: always a redis-server of our own, on a free port, with the append-only file
+    fsynced on every write (appendfsync always): BullMQ at the durability a committed PostgreSQL
+    row has, for the wake-up comparison beside the Redis the app ran on."""
+
+    def __init__(self, say, *, durable: bool = False) -> None:
+        self.host, self.port, self.proc, self.say, self.durable = "127.0.0.1", 6379, None, say, durable
 
     def __enter__(self) -> "Redis":
-        if not self._answers():
+        if self.durable or not self._answers():
             server = shutil.which("redis-server")
             if not server:
                 raise Unavailable("no Redis answers at 127.0.0.1:6379 and redis-server is not installed")
-            data = BENCH_DIR / "redis"
-            data.mkdir(parents=True, exist_ok=True)
-            self.say("no Redis at 127.0.0.1:6379: starting redis-server for the run")
-            self.proc = subprocess.Popen([server, "--port", str(self.port), "--bind", self.host, "--dir", str(data)],
+            data = BENCH_DIR / ("redis-durable" if self.durable else "redis")
+            shutil.rmtree(data, ignore_errors=True)
+            data.mkdir(parents=True)
+            args = [server, "--bind", self.host, "--dir", str(data)]
+            if self.durable:
+                self.port = _free_port()
+                args += ["--appendonly", "yes", "--appendfsync", "always", "--save", ""]
+            else:
+                self.say("no Redis at 127.0.0.1:6379: starting redis-server for the run")
+            self.proc = subprocess.Popen(args + ["--port", str(self.port)],
                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             deadline = time.monotonic() + 10
             while not self._answers():
@@ -165,7 +183,14 @@ class Redis:
         version = next((line.split(":", 1)[1] for line in info.splitlines() if line.startswith("redis_version:")), "?")
         config = lambda key: redis_command(self.host, self.port, "CONFIG", "GET", key)[-1]  # noqa: E731
         return {"redis": version, "started_by_bench": str(self.proc is not None).lower(),
-                "appendonly": config("appendonly"), "save": config("save") or "''"}
+                "appendonly": config("appendonly"), "appendfsync": config("appendfsync"),
+                "save": config("save") or "''"}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def pgbench_path() -> str:

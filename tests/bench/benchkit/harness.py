@@ -7,8 +7,15 @@ first took less than `rep_budget` seconds, and the best of them is reported besi
 
 Per system: a short sweep over its knob (full runs only, at min(N, 5000)) picks the setting for
 each of drain, audited and fan-out on its own (every system alike; procrastinate's audited reuses
-its drain setting: at ~300 jobs/s a sweep costs minutes); then drain (whose bulk enqueue is the enqueue figure), audited, fan-out, wake-up;
-pgjobs also with 1, 2 and 4 worker processes; pgbench runs the SQL ceilings.
+its drain setting: at ~300 jobs/s a sweep costs minutes); then drain (whose bulk enqueue is the
+enqueue figure), audited, fan-out; pgjobs also with 1, 2 and 4 worker processes; pgbench runs the
+SQL ceilings.
+
+Wake-up runs come last, all systems in turns (round 1: each system once, round 2: again, ...):
+a millisecond figure on a shared VM drifts by up to 2x over minutes, and taking turns gives every
+system the same quiet and busy spells. Beside the queues, two context rows: `pg-floor` (INSERT +
+NOTIFY with a durable commit, no queue: what any durable PostgreSQL queue's wake-up must pay) and
+`bullmq-aof` (BullMQ on a Redis of our own with appendfsync always: the same durability).
 """
 
 from __future__ import annotations
@@ -34,10 +41,14 @@ KNOBS = {
     "pgqueuer": ("batch", [100, 50, 500]),
     "procrastinate": ("concurrency", [50, 10]),
     "bullmq": ("concurrency", [200, 50, 500]),
+    "bullmq-aof": ("concurrency", [200]),
+    "pg-floor": ("", []),
 }
-SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "bullmq", "pgbench")
+SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "bullmq", "bullmq-aof", "pg-floor", "pgbench")
+WAKE_ONLY = ("bullmq-aof", "pg-floor")  # context rows for the wake-up figure, nothing else
 WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings")
 BIG_KEYS = ("executed", "completed", "latencies_ms")
+WAKE_LABELS = {"pg-floor": "wake-up floor: INSERT+NOTIFY", "bullmq-aof": "wake-up p50, AOF fsync always"}
 
 
 @dataclass
@@ -53,6 +64,7 @@ class Config:
     warmup: int = 200
     wake_samples: int = 200
     wake_warmup: int = 20
+    wake_rounds: int = 3  # wake-up runs per system, taken in turns with the other systems
     sweep_n: int = 5000
     procs: tuple[int, ...] = (1, 2, 4)
     db_prefix: str = "bench_"
@@ -175,9 +187,12 @@ class Bench:
 
     # --- systems ------------------------------------------------------------------------------
 
-    def bench_system(self, system: str, runtime: envs.Runtime, db: str) -> None:
+    def bench_system(self, system: str, runtime: envs.Runtime, db: str) -> dict:
+        """Every workload but wake-up; returns the setting wake-up runs with (the drain's)."""
         c, want = self.config, set(self.config.workloads)
         knob, values = KNOBS[system]
+        if system in WAKE_ONLY:
+            return {knob: values[0]} if knob else {}
         values = values[:1] if c.quick else values
 
         def tuned(workload: str) -> dict:
@@ -207,15 +222,25 @@ class Bench:
             fanout = tuned("fanout")
             runs = self.repeat(lambda: self.run(system, runtime, db, "fanout", c.n, fanout, total))
             self.figures.append(Figure(system, "fanout", "fan-out 1+5, logged", runs))
-        if "wake" in want:
-            extra = ["--samples", str(c.wake_samples), "--warmup", str(c.wake_warmup)]
-            total = c.wake_samples + c.wake_warmup
-            runs = self.repeat(lambda: self.run(system, runtime, db, "wake", 0, setting, total, extra))
-            self.figures.append(Figure(system, "wake", "wake-up p50", runs, metric="p50", lower_is_better=True))
         if "procs" in want and system == "pgjobs":
             for k in c.procs:
                 runs = self.repeat(lambda: self.run(system, runtime, db, "procs", c.n, setting | {"procs": k}, c.n))
                 self.figures.append(Figure(system, f"procs-{k}", f"drain, {k} worker process{'es' * (k > 1)}", runs))
+        return setting
+
+    def bench_wakes(self, ready: dict[str, tuple[envs.Runtime, str, dict]]) -> None:
+        """Wake-up runs of every system in turns, `wake_rounds` rounds (see the module doc)."""
+        c = self.config
+        extra = ["--samples", str(c.wake_samples), "--warmup", str(c.wake_warmup)]
+        total = c.wake_samples + c.wake_warmup
+        runs: dict[str, list[Run]] = {system: [] for system in ready}
+        c.say(f"wake-up: {c.wake_rounds} round(s), systems in turns")
+        for _ in range(c.wake_rounds):
+            for system, (runtime, db, setting) in ready.items():
+                runs[system].append(self.run(system, runtime, db, "wake", 0, setting, total, extra))
+        for system, system_runs in runs.items():
+            self.figures.append(Figure(system, "wake", WAKE_LABELS.get(system, "wake-up p50"), system_runs,
+                                       metric="p50", lower_is_better=True))
 
     def bench_pgbench(self, db: str) -> None:
         exe = envs.pgbench_path()
@@ -239,7 +264,9 @@ class Bench:
     def runtime(self, system: str) -> envs.Runtime:
         if system == "pgjobs":
             return envs.pgjobs_runtime()
-        if system == "bullmq":
+        if system == "pg-floor":
+            return envs.floor_runtime()
+        if system in ("bullmq", "bullmq-aof"):
             return envs.node_runtime(self.config.say)
         return envs.python_peer_runtime(system, self.config.say)
 
@@ -251,31 +278,39 @@ class Bench:
         return fresh_database(self.config.dsn, f"{self.config.db_prefix}{system}")
 
     def run_all(self) -> None:
-        """Systems strictly one after another; a missing runtime skips that system with one line."""
+        """Systems strictly one after another, then their wake-up runs in turns; a missing runtime
+        skips that system with one line. Databases (and Redis) stay up until the wake-ups are done."""
         c = self.config
-        for system in c.systems:
-            if system == "pgbench" and "ceilings" not in c.workloads:
-                continue
-            started = time.monotonic()
-            try:
-                with ExitStack() as stack:
+        ready: dict[str, tuple[envs.Runtime, str, dict]] = {}
+        with ExitStack() as stack:
+            for system in c.systems:
+                if (system == "pgbench" and "ceilings" not in c.workloads) or (
+                        system in WAKE_ONLY and "wake" not in c.workloads):
+                    continue
+                started = time.monotonic()
+                try:
                     if system == "pgbench":
                         envs.pgbench_path()
                         c.say("pgbench: ceilings")
-                        self.bench_pgbench(stack.enter_context(self.database(system)))
+                        with self.database(system) as db:
+                            self.bench_pgbench(db)
                         continue
                     runtime = self.runtime(system)
                     self.versions[system] = runtime.versions
-                    if system == "bullmq":
-                        redis = stack.enter_context(envs.Redis(c.say))
-                        self.redis = redis.describe()
+                    if system in ("bullmq", "bullmq-aof"):
+                        redis = stack.enter_context(envs.Redis(c.say, durable=system == "bullmq-aof"))
+                        self.redis[system] = redis.describe()
                         runtime.env["BENCH_REDIS_URL"] = redis.url
                     c.say(f"{system} ({', '.join(f'{k} {v}' for k, v in runtime.versions.items())})")
-                    self.bench_system(system, runtime, stack.enter_context(self.database(system)))
-            except envs.Unavailable as exc:
-                self.skipped[system] = str(exc)
-                c.say(f"{system}: skipped: {exc}")
-            c.say(f"  ({time.monotonic() - started:.0f} s)")
+                    db = stack.enter_context(self.database(system))
+                    ready[system] = (runtime, db, self.bench_system(system, runtime, db))
+                except envs.Unavailable as exc:
+                    self.skipped[system] = str(exc)
+                    c.say(f"{system}: skipped: {exc}")
+                finally:
+                    c.say(f"  ({time.monotonic() - started:.0f} s)")
+            if "wake" in c.workloads and ready:
+                self.bench_wakes(ready)
 
     @property
     def ok(self) -> bool:

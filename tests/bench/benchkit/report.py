@@ -52,6 +52,21 @@ TARGETS = (
 )
 
 
+def wake_context(bench: Bench) -> list[str]:
+    """Not targets: each wake-up p50 beside PostgreSQL's floor and BullMQ at equal durability."""
+    floor = _figure(bench, "pg-floor", "wake")
+    base = floor.best() if floor and floor.ok else None
+    lines = []
+    for f in bench.figures:
+        if f.workload != "wake" or f.system == "pg-floor" or not f.ok or f.best() is None:
+            continue
+        above = f" ({f.best() - base:+.2f} ms vs the floor)" if base is not None else ""
+        lines.append(f"      wake-up p50 {f.system:<14} {f.best():.2f} ms{above}")
+    if lines and base is not None:
+        lines.insert(0, f"note  floor = INSERT+NOTIFY with a durable commit, no queue (pg-floor): {base:.2f} ms p50")
+    return lines
+
+
 def _figure(bench: Bench, system: str, workload: str) -> Figure | None:
     return next((f for f in bench.figures if f.system == system and f.workload == workload), None)
 
@@ -140,12 +155,12 @@ def environment(bench: Bench) -> dict:
 
 def header(env: dict) -> str:
     pg = env["postgres"]
-    redis = env.get("redis") or {}
     parts = [f"N={env['n']:,}{' (quick)' if env['quick'] else ''}", f"{env['cpus']} cores",
              f"PostgreSQL {pg.get('version', '?')} (fsync={pg.get('fsync', '?')}, "
              f"synchronous_commit={pg.get('synchronous_commit', '?')})"]
-    if redis:
-        parts.append(f"Redis {redis['redis']} (appendonly={redis['appendonly']}, save={redis['save']})")
+    for system, redis in (env.get("redis") or {}).items():
+        parts.append(f"Redis {redis['redis']} for {system} (appendonly={redis['appendonly']}, "
+                     f"appendfsync={redis.get('appendfsync', '?')}, save={redis['save']})")
     return "pgjobs bench: " + ", ".join(parts)
 
 

@@ -147,8 +147,14 @@ def _pgbench(conn: psycopg.Connection, workload: str, result: dict, n: int) -> l
                          [r[0] for r in rows if r[1] == "succeeded" for _ in range(r[2])], expected_count=n)]
 
 
+def _floor(conn: psycopg.Connection, workload: str, result: dict, n: int) -> list[Check]:
+    # No queue: each inserted row's NOTIFY must have reached the listener once.
+    return [exactly_once("notifications received once", _ids(conn, "SELECT id FROM bench_floor"),
+                         result.get("executed", []), expected_count=n)]
+
+
 SYSTEMS = {"pgjobs": _pgjobs, "pgqueuer": _pgqueuer, "procrastinate": _procrastinate, "bullmq": _bullmq,
-           "pgbench": _pgbench}
+           "bullmq-aof": _bullmq, "pg-floor": _floor, "pgbench": _pgbench}
 
 
 def durable(conn: psycopg.Connection) -> Check:
