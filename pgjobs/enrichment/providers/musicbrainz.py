@@ -159,13 +159,7 @@ class Alias(_MB):
     locale: str | None = None
 
 
-class Artist(_MB):
-    id: str
-    name: str
-    sort_name: str | None = Field(default=None, alias="sort-name")
-    disambiguation: str | None = None
-    type: str | None = None
-    country: str | None = None
+class Artist(ArtistRef):
     genres: list[Genre] = Field(default_factory=list)
     relations: list[Relation] = Field(default_factory=list)
     aliases: list[Alias] = Field(default_factory=list)

@@ -24,8 +24,8 @@ import psycopg
 from pgjobs import migrations
 from pgjobs.queue import Complete, JobSpec, RateLimits, Registry, Worker, WorkerHooks, enqueue_async, enqueue_many
 from protocol import (
-    FANOUT_CHILDREN, LOG_COPY, LOG_COPY_TYPES, Args, Stopwatch, emit, fanout_roots, log_values, parse_args, spacing,
-    throughput,
+    DRAIN_KINDS, FANOUT_CHILDREN, LOG_COPY, LOG_COPY_TYPES, Args, Stopwatch, drain_result, emit, fanout_roots,
+    log_values, parse_args, spacing,
 )
 
 try:  # the pool exactly as the CLI opens it; a plain autocommit pool if that helper moves
@@ -132,11 +132,7 @@ async def drain_like(args: Args, kind: str) -> dict:
         watch = await run_burst(bench, pool, args.dsn, concurrency)
     finally:
         await pool.close()
-    total = roots * (1 + FANOUT_CHILDREN) if kind == "fan.root" else roots
-    return throughput(total, watch) | {
-        "enqueue_seconds": enq.seconds, "enqueue_rate": roots / enq.seconds, "roots": roots,
-        "executed": bench.executed, "setting": {"concurrency": concurrency},
-    }
+    return drain_result(kind, roots, watch, enq, bench.executed, {"concurrency": concurrency})
 
 
 async def wake(args: Args) -> dict:
@@ -236,8 +232,7 @@ def main() -> None:
     elif args.workload == "wake":
         emit(asyncio.run(wake(args)))
     else:
-        kind = {"drain": "noop", "audited": "audited", "fanout": "fan.root"}[args.workload]
-        emit(asyncio.run(drain_like(args, kind)))
+        emit(asyncio.run(drain_like(args, DRAIN_KINDS[args.workload])))
 
 
 if __name__ == "__main__":

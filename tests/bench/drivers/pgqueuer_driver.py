@@ -20,8 +20,8 @@ from pgqueuer import AsyncpgDriver, Job, QueueManager, Queries
 from pgqueuer.types import QueueExecutionMode
 
 from protocol import (
-    FANOUT_CHILDREN, LOG_INSERT_DOLLAR, Args, Stopwatch, emit, fanout_roots, log_values, parse_args, spacing,
-    throughput,
+    DRAIN_KINDS, FANOUT_CHILDREN, LOG_INSERT_DOLLAR, Args, Stopwatch, drain_result, emit, fanout_roots, log_values,
+    parse_args, spacing,
 )
 
 WORKLOADS = ("drain", "audited", "fanout", "wake")
@@ -139,11 +139,7 @@ async def drain_like(args: Args, kind: str) -> dict:
     finally:
         await side.close()
         await log_pool.close()
-    total = roots * (1 + FANOUT_CHILDREN) if kind == "fan.root" else roots
-    return throughput(total, watch) | {
-        "enqueue_seconds": enq.seconds, "enqueue_rate": roots / enq.seconds, "roots": roots,
-        "executed": bench.executed, "setting": {"batch": batch},
-    }
+    return drain_result(kind, roots, watch, enq, bench.executed, {"batch": batch})
 
 
 async def wake(args: Args) -> dict:
@@ -181,8 +177,7 @@ def main() -> None:
     if args.workload == "wake":
         emit(asyncio.run(wake(args)))
     else:
-        kind = {"drain": "noop", "audited": "audited", "fanout": "fan.root"}[args.workload]
-        emit(asyncio.run(drain_like(args, kind)))
+        emit(asyncio.run(drain_like(args, DRAIN_KINDS[args.workload])))
 
 
 if __name__ == "__main__":

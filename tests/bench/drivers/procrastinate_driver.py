@@ -18,8 +18,8 @@ import time
 from procrastinate import App, JobContext, PsycopgConnector
 
 from protocol import (
-    FANOUT_CHILDREN, LOG_COLUMNS, Args, Stopwatch, emit, fanout_roots, log_values, parse_args, spacing,
-    throughput,
+    DRAIN_KINDS, FANOUT_CHILDREN, LOG_COLUMNS, Args, Stopwatch, drain_result, emit, fanout_roots, log_values,
+    parse_args, spacing,
 )
 
 WORKLOADS = ("drain", "audited", "fanout", "wake")
@@ -104,11 +104,7 @@ async def drain_like(args: Args, kind: str) -> dict:
         bench.executed.clear()
         enq = await bench.enqueue_bulk(kind, roots)
         watch = await bench.run_burst(concurrency)
-    total = roots * (1 + FANOUT_CHILDREN) if kind == "fan.root" else roots
-    return throughput(total, watch) | {
-        "enqueue_seconds": enq.seconds, "enqueue_rate": roots / enq.seconds, "roots": roots,
-        "executed": bench.executed, "setting": {"concurrency": concurrency},
-    }
+    return drain_result(kind, roots, watch, enq, bench.executed, {"concurrency": concurrency})
 
 
 async def wake(args: Args) -> dict:
@@ -144,8 +140,7 @@ def main() -> None:
     if args.workload == "wake":
         emit(asyncio.run(wake(args)))
     else:
-        kind = {"drain": "noop", "audited": "audited", "fanout": "fan.root"}[args.workload]
-        emit(asyncio.run(drain_like(args, kind)))
+        emit(asyncio.run(drain_like(args, DRAIN_KINDS[args.workload])))
 
 
 if __name__ == "__main__":

@@ -128,3 +128,16 @@ def fanout_roots(n: int) -> int:
 
 
 FANOUT_CHILDREN = 5
+# The job kind each drain-like workload enqueues (fan-out roots spawn "fan.child" jobs).
+DRAIN_KINDS = {"drain": "noop", "audited": "audited", "fanout": "fan.root"}
+
+
+def drain_result(kind: str, roots: int, watch: Stopwatch, enqueue: Stopwatch, executed: list[int],
+                 setting: dict[str, Any]) -> dict[str, Any]:
+    """What every drain-like run reports: the drain's throughput over all jobs run (roots and
+    their children), the bulk enqueue of the roots, the ids the handlers saw, the setting."""
+    total = roots * (1 + FANOUT_CHILDREN) if kind == "fan.root" else roots
+    return throughput(total, watch) | {
+        "enqueue_seconds": enqueue.seconds, "enqueue_rate": roots / enqueue.seconds, "roots": roots,
+        "executed": executed, "setting": setting,
+    }
