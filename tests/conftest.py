@@ -123,12 +123,14 @@ def conn(shared_dsn: str) -> Iterator[psycopg.Connection]:
 
 async def claim(aconn, *, queues=("default",), limit=10, lease_seconds=30.0, worker_id="test"):
     """Claim jobs exactly as a worker does (the worker's own statement)."""
-    from pgjobs.queue.jobs import Job, Q
+    from pgjobs.queue.jobs import Q, claimed_jobs
 
+    token = uuid.uuid4()
     cur = await aconn.execute(Q["claim_jobs"], {"queues": list(queues), "limit": limit,
                                                 "lease_seconds": lease_seconds, "worker_id": worker_id,
-                                                "channel": "unused", "lock_key": 0, "idle_slots": 0})
-    return sorted((Job(*row) for row in await cur.fetchall()), key=lambda j: (j.priority, j.run_at, j.id))
+                                                "channel": "unused", "lock_key": 0, "idle_slots": 0,
+                                                "lease_token": token})
+    return claimed_jobs(await cur.fetchall(), token)
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from pgjobs.queue.limits import RateLimits
 
 
-@dataclass(frozen=True)
+@dataclass
 class JobContext:
     job: Job
     pool: AsyncConnectionPool  # for reads before the completion transaction

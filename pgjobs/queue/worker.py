@@ -19,8 +19,10 @@ import logging
 import os
 import random
 import socket
+import sys
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
@@ -31,13 +33,17 @@ from pydantic import ValidationError
 
 from pgjobs.queue.completer import Finished, write_outcomes
 from pgjobs.queue.context import JobContext
-from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q
+from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q, claimed_jobs
 from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Handoff, Listener
 from pgjobs.queue.maintenance import rescue_expired
 from pgjobs.queue.outcomes import Complete, Discard, HandBack, Outcome, Retry
 from pgjobs.logs import log_many
 from pgjobs.queue.registry import Registry
+
+# Python 3.12+: a job's task starts at once, inside _start, instead of one loop turn later; a
+# handler that never awaits (a no-op, a pure computation) then finishes without being scheduled.
+_EAGER = {"eager_start": True} if sys.version_info >= (3, 12) else {}
 
 log = logging.getLogger("pgjobs.worker")
 
@@ -121,6 +127,8 @@ class Worker:
         self._hurry = asyncio.Event()
         self._tasks: dict[int, asyncio.Task] = {}  # job id -> running handler
         self._held: dict[int, Job] = {}  # claimed and not yet written: the leases we heartbeat
+        self._backlog: deque[Job] = deque()  # handed to us beyond our free slots: held, not started
+        self._offering = False  # our hand-off offer (pgjobs.waiters) may be open
         self._done: asyncio.Queue[Finished] = asyncio.Queue()
         self.completed = 0
 
@@ -196,6 +204,8 @@ class Worker:
     async def _produce_once(self) -> bool:
         """One claim cycle, then wait for a reason to claim again; True when burst is done."""
         free = self.concurrency - len(self._held)
+        if free <= 0 and self._offering:  # hand-offs filled our slots: stop being chosen
+            await self._withdraw()
         claimed = await self._claim(min(free, self.claim_batch), free) if free > 0 else 0
         if claimed and claimed == min(free, self.claim_batch):
             return False  # there may be more: claim again at once if slots remain
@@ -231,20 +241,24 @@ class Worker:
 
     async def _claim(self, limit: int, free: int) -> int:
         offer = 0 if self.burst or self._stopping.is_set() else free  # slots offered for hand-off if idle
+        token = uuid.uuid4()
         params = {"queues": self.queues, "limit": limit, "lease_seconds": self.lease_seconds,
                   "worker_id": self.worker_id, "channel": self._channel, "lock_key": self._lock_key,
-                  "idle_slots": offer}
+                  "idle_slots": offer, "lease_token": token}
         conn = await self._claimer_conn()
         cur = await conn.execute(Q["claim_jobs"], params)
-        rows = await cur.fetchall()
-        jobs = sorted((Job(*row) for row in rows), key=lambda j: (j.priority, j.run_at, j.id))
+        jobs = claimed_jobs(await cur.fetchall(), token)
+        self._offering = len(jobs) < limit and offer > len(jobs)  # as the statement's offer CTE decides
         self._start(jobs)
         return len(jobs)
 
     def _start(self, jobs: list[Job]) -> None:
+        loop = asyncio.get_running_loop()
         for job in jobs:
             self._held[job.id] = job
-            self._tasks[job.id] = asyncio.create_task(self._execute(job), name=f"job-{job.id}")
+            task = asyncio.Task(self._execute(job), loop=loop, name=f"job-{job.id}", **_EAGER)
+            if not task.done():  # an eager task may already have finished (and left _tasks)
+                self._tasks[job.id] = task
         if jobs and self.hooks.claimed:
             self.hooks.claimed(jobs)
 
@@ -254,7 +268,7 @@ class Worker:
             (job_id, kind, queue, payload_json, priority, run_at, max_attempts, backoff_base_ms, backoff_cap_ms,
              token) = json.loads(payload)
             job = Job(job_id, job_id, None, kind, queue, payload_json, priority, datetime.fromisoformat(run_at), 1, 0,
-                      max_attempts, backoff_base_ms, backoff_cap_ms, uuid.UUID(token), None)
+                      max_attempts, backoff_base_ms, backoff_cap_ms, None, uuid.UUID(token))
         except (ValueError, TypeError) as exc:  # not ours to guess at: its lease expires and it is rescued
             log.error("ignoring a malformed hand-off notification (%s)", exc)
             return
@@ -262,15 +276,34 @@ class Worker:
             return
         if self._stopping.is_set():  # too late to start it: give the run back at once
             self._held[job.id] = job
-            self._done.put_nowait(Finished(job, HandBack("handed back: worker is stopping"), 0.0))
+            self._hand_back_unstarted(job)
             return
-        self._start([job])
+        if len(self._held) - len(self._backlog) >= self.concurrency:
+            # Enqueuers read our offer without updating it, so a burst can hand us more than we
+            # offered: the extra jobs stay leased to us (heartbeated) and start as slots free up.
+            self._held[job.id] = job
+            self._backlog.append(job)
+        else:
+            self._start([job])
+        if len(self._held) >= self.concurrency:
+            self._wake.set()  # full: the producer withdraws the offer
+
+    def _hand_back_unstarted(self, job: Job) -> None:
+        self._done.put_nowait(Finished(job, HandBack("handed back: worker is stopping"), 0.0))
+
+    def _start_backlog(self) -> None:
+        if self._stopping.is_set():  # _drain hands the backlog back
+            return
+        while self._backlog and len(self._held) - len(self._backlog) < self.concurrency:
+            self._start([self._backlog.popleft()])
 
     async def _withdraw(self) -> None:
-        """Stopping: take back the hand-off offer (best effort: a dead session's offer is never used)."""
+        """Take back the hand-off offer, when full or stopping (best effort: a dead session's offer
+        is never used); the next claim that finds less than it asked offers again."""
         try:
             conn = await self._claimer_conn()
             await conn.execute(Q["withdraw_waiter"], {"worker_id": self.worker_id})
+            self._offering = False
         except psycopg.OperationalError as exc:
             log.warning("could not withdraw the hand-off offer (%s)", type(exc).__name__)
 
@@ -383,6 +416,7 @@ class Worker:
                     done.append(_outcome_fields(item))
             else:
                 troubled.append(_outcome_fields(item))
+        self._start_backlog()
         self._wake.set()  # slots are free again
         log_many(log, logging.INFO, "outcome", done)
         log_many(log, logging.WARNING, "outcome", troubled)
@@ -423,6 +457,8 @@ class Worker:
 
     async def _drain(self) -> None:
         """Shutdown: let running handlers finish within the grace period, then hand the rest back."""
+        while self._backlog:  # handed to us, never started
+            self._hand_back_unstarted(self._backlog.popleft())
         running = list(self._tasks.values())
         if not running:
             return

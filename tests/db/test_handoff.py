@@ -43,7 +43,7 @@ def test_autocommit_enqueue_is_leased_to_the_waiter_and_the_notification_carries
         job_id = enqueue(conn, "noop", {"n": 1}, priority=3).id
         state, attempt, worker_id, token = _row(conn, job_id)
         assert (state, attempt, worker_id) == ("running", 1, "w1") and token is not None
-        assert _free(conn) == 1
+        assert _free(conn) == 2  # the offer is only read: the worker itself keeps it up to date
     (note,) = list(waiter.notifies(timeout=5, stop_after=1))
     assert note.channel == "pgjobs_w_test"
     fields = json.loads(note.payload)
@@ -62,10 +62,10 @@ def test_no_hand_off_inside_a_transaction_for_another_queue_or_without_free_slot
         later = enqueue(conn, "noop", delay=60).id
         deduped = enqueue(conn, "noop", dedupe_key="k").id
         assert [_row(conn, i)[0] for i in (in_tx, explicit, other_queue, later, deduped)] == ["queued"] * 5
-        assert _free(conn) == 2
-        handed = [enqueue(conn, "noop").id for _ in range(3)]
-        assert [_row(conn, i)[0] for i in handed] == ["running", "running", "queued"]  # 2 slots, then full
-        assert _free(conn) == 0
+        handed = enqueue(conn, "noop").id
+        conn.execute("UPDATE pgjobs.waiters SET free = 0")  # what the worker's next claim writes when full
+        after_full = enqueue(conn, "noop").id
+        assert [_row(conn, i)[0] for i in (handed, after_full)] == ["running", "queued"]
 
 
 def test_a_dead_waiter_is_never_chosen_and_the_rescuer_prunes_it(fresh_dsn, waiter):
@@ -87,7 +87,7 @@ def test_orphaned_hand_offs_go_back_without_spending_an_attempt(fresh_dsn, waite
 
 def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn):
     params = {"queues": ["default"], "lease_seconds": 30, "worker_id": "w2", "channel": "pgjobs_w_2",
-              "lock_key": 7}
+              "lock_key": 7, "lease_token": uuid.uuid4()}
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         for _ in range(3):
             enqueue(conn, "noop", queue="default")
@@ -141,3 +141,55 @@ async def test_an_idle_worker_starts_a_handed_off_job_without_claiming_it(fresh_
     with psycopg.connect(fresh_dsn) as conn:  # a stopped worker withdraws its offer
         assert conn.execute("SELECT count(*) FROM pgjobs.waiters WHERE worker_id = %s AND free > 0",
                             (worker.worker_id,)).fetchone()[0] == 0
+
+
+async def test_hand_offs_beyond_free_slots_wait_their_turn_and_the_full_worker_withdraws(fresh_dsn):
+    """Enqueuers only read the offer, so a burst may hand an idle worker more jobs than it has
+    slots: it keeps them leased, runs them concurrency at a time, and withdraws its offer."""
+    running, peak, release = set(), [0], asyncio.Event()
+    started: asyncio.Queue = asyncio.Queue()
+
+    async def hold(ctx):
+        running.add(ctx.job.id)
+        peak[0] = max(peak[0], len(running))
+        started.put_nowait(ctx.job.id)
+        await release.wait()
+        running.discard(ctx.job.id)
+
+    registry = Registry()
+    registry.register("hold", hold)
+    pool = await open_pool(fresh_dsn, max_size=4)
+    finished: asyncio.Queue = asyncio.Queue()
+    worker = Worker(pool, registry, conninfo=fresh_dsn, limits=RateLimits(pool, {}), concurrency=2,
+                    poll_interval=30, hooks=WorkerHooks(finished=finished.put_nowait))
+    task = asyncio.create_task(worker.run())
+    try:
+        async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as conn:
+            await asyncio.wait_for(worker.listener.connected.wait(), 10)
+            offer = "SELECT coalesce(max(free), 0) FROM pgjobs.waiters WHERE worker_id = %s"
+            for _ in range(200):
+                if await (await conn.execute(offer, (worker.worker_id,))).fetchone() == (2,):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the idle worker never offered its slots")
+            with psycopg.connect(fresh_dsn, autocommit=True) as sync:  # blocks the loop: the worker can't react
+                ids = [enqueue(sync, "hold", {"n": n}).id for n in range(4)]
+                assert sync.execute("SELECT count(*) FROM pgjobs.jobs WHERE worker_id = %s AND state = 'running'",
+                                    (worker.worker_id,)).fetchone() == (4,)  # all four handed over
+            first_two = {await asyncio.wait_for(started.get(), 10) for _ in range(2)}
+            for _ in range(200):  # full: the producer takes the offer back
+                if await (await conn.execute(offer, (worker.worker_id,))).fetchone() == (0,):
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the full worker kept offering slots")
+            assert started.empty() and first_two == set(ids[:2])
+            release.set()
+            done = [await asyncio.wait_for(finished.get(), 10) for _ in range(4)]
+        assert sorted(d.job.id for d in done) == ids and {d.state for d in done} == {"succeeded"}
+        assert peak[0] == 2  # never more than concurrency at once
+    finally:
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 10)
+        await pool.close()
