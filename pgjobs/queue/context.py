@@ -1,8 +1,9 @@
 """What a handler gets: JobContext while it runs, JobTransaction inside its completion transaction.
 
-Children exist only through JobTransaction.enqueue_child: the insert takes parent_id and root_id
-from the parent's row in the same transaction that records the parent's outcome, so a child is
-never without its root, and a parent fenced out of its lease spawns nothing.
+Children exist only through JobTransaction.enqueue_child(_later): the insert takes parent_id and
+root_id from the parent's row (read in the insert, or as the claim returned it: a root never
+changes) in the same transaction that records the parent's outcome, so a child is never without
+its root, and a parent fenced out of its lease spawns nothing.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue.errors import QueueError
-from pgjobs.queue.jobs import Enqueued, Job, JobSpec, Q, bulk_params
+from pgjobs.queue.jobs import Enqueued, Job, JobSpec, Q, bulk_params, copyable, payload_text
 
 if TYPE_CHECKING:
     from pgjobs.queue.limits import RateLimits
@@ -35,6 +36,7 @@ class JobContext:
 
 
 _CHILDREN = "\0children"  # key of the deferred children in the group's `later` map
+_CHILD_COPY_TYPES = ["int8", "int8", "text", "text", "text", "int4", "int4", "int4", "int4"]  # payload as JSON text
 _COPY = "\0copy"  # (_COPY, statement) keys hold rows for COPY
 
 
@@ -54,7 +56,7 @@ class JobTransaction:
         """Like enqueue_child, batched with the group's other deferred inserts; returns nothing
         (use enqueue_child when you need the id or the dedupe answer)."""
         spec = JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)
-        self._children.append((self.job.id, spec))
+        self._children.append((self.job, spec))
 
     def execute_later(self, query: str, params: Mapping[str, Any] | tuple) -> None:
         """Run `query` at the end of this transaction's writes, batched with the same query from
@@ -93,24 +95,59 @@ class JobTransaction:
 
 
 async def flush_deferred(conn: psycopg.AsyncConnection, later: dict) -> None:
-    """Write a group's deferred rows: children in one set-based insert, COPY rows in one COPY per
-    statement, the rest in one executemany per query. Not in pipeline mode (COPY cannot be)."""
+    """Write a group's deferred rows: children in one COPY (or one set-based insert when some have
+    a dedupe key or a schedule), COPY rows in one COPY per statement, the rest in one executemany
+    per query. Not in pipeline mode (COPY cannot be)."""
     children = later.pop(_CHILDREN, [])
     if children:
         parents, specs = zip(*children)
-        params = {"parent_ids": list(parents)} | bulk_params(list(specs))
-        if any(s.dedupe_key for s in specs):
+        if copyable(specs):
+            async with conn.cursor().copy(Q["copy_children"]) as copy:
+                copy.set_types(_CHILD_COPY_TYPES)
+                for parent, s in children:
+                    await copy.write_row((parent.root_id, parent.id, s.kind, s.queue, payload_text(s), s.priority,
+                                          s.max_attempts, s.backoff_base_ms, s.backoff_cap_ms))
+            for queue in {s.queue for s in specs}:
+                await conn.execute(Q["notify_queue"], {"queue": queue})
+        else:  # dedupe keys or schedules: one set-based insert (parents' root_id read from their rows)
+            params = {"parent_ids": [p.id for p in parents]} | bulk_params(list(specs))
             await conn.execute(Q["enqueue_children"], params)
-        else:  # no arbiter index to consult: a plain insert skips speculative insertion per row
-            del params["dedupe_keys"]
-            await conn.execute(Q["enqueue_children_plain"], params)
     for key, rows in later.items():
         async with conn.cursor() as cur:
             if isinstance(key, tuple):
+                types = list(key[2]) if key[2] else None
+                if types and "text[]" in types:
+                    rows = _text_arrays_as_literals(rows, types)
                 async with cur.copy(key[1]) as copy:
-                    if key[2]:
-                        copy.set_types(list(key[2]))
+                    if types:
+                        copy.set_types(types)
                     for row in rows:
                         await copy.write_row(row)
             else:
                 await cur.executemany(key, rows)
+
+
+def _text_arrays_as_literals(rows: list, types: list[str]) -> list:
+    """COPY rows with their text[] values written as array literals, and those columns' types
+    set to text (COPY reads the literal into the text[] column). psycopg's list dumper runs in
+    Python per element and was half of an audit row's COPY cost. Only when every value of those
+    columns is a list of str (or None); otherwise the rows go as they are."""
+    columns = [i for i, t in enumerate(types) if t == "text[]"]
+    if not all(row[i] is None or (type(row[i]) is list and all(type(e) is str for e in row[i]))
+               for row in rows for i in columns):
+        return rows
+    for i in columns:
+        types[i] = "text"
+    out = []
+    for row in rows:
+        row = list(row)
+        for i in columns:
+            if row[i] is not None:
+                row[i] = _array_literal(row[i])
+        out.append(row)
+    return out
+
+
+def _array_literal(items: list[str]) -> str:
+    """A PostgreSQL array literal: every element quoted, backslash and double quote escaped."""
+    return "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "}"

@@ -167,7 +167,7 @@ def bulk_params(specs: list[JobSpec]) -> dict[str, Any]:
         "kinds": [s.kind for s in specs],
         "queues": [s.queue for s in specs],
         # One JSON text per job, cast to jsonb[] in SQL: cheaper than adapting each as Jsonb.
-        "payloads": [json.dumps(dict(s.payload), separators=(",", ":")) for s in specs],
+        "payloads": [payload_text(s) for s in specs],
         "priorities": [s.priority for s in specs],
         "run_ats": [s.run_at for s in specs],
         "delays": [float(s.delay) for s in specs],
@@ -189,15 +189,19 @@ def _chunks(specs: Iterable[JobSpec]) -> Iterable[list[JobSpec]]:
         yield chunk
 
 
-def _copyable(specs: list[JobSpec]) -> bool:
+def copyable(specs: Iterable[JobSpec]) -> bool:
     """COPY can take jobs that need nothing computed in SQL: no dedupe key, no schedule."""
     return all(s.dedupe_key is None and s.run_at is None and not s.delay for s in specs)
 
 
+def payload_text(spec: JobSpec) -> str:
+    return json.dumps(dict(spec.payload), separators=(",", ":"))
+
+
 def _copy_rows(ids: list[int], specs: list[JobSpec]) -> Iterable[tuple]:
     for job_id, s in zip(ids, specs):
-        yield (job_id, job_id, s.kind, s.queue, json.dumps(dict(s.payload), separators=(",", ":")), s.priority,
-               s.max_attempts, s.backoff_base_ms, s.backoff_cap_ms)
+        yield (job_id, job_id, s.kind, s.queue, payload_text(s), s.priority, s.max_attempts, s.backoff_base_ms,
+               s.backoff_cap_ms)
 
 
 def enqueue_many(conn: psycopg.Connection, specs: Iterable[JobSpec]) -> int:
@@ -207,7 +211,7 @@ def enqueue_many(conn: psycopg.Connection, specs: Iterable[JobSpec]) -> int:
     a batch with dedupe keys or schedules goes through one set-based INSERT per 5,000, where a
     key an unfinished job already holds is skipped."""
     specs = list(specs)
-    if specs and _copyable(specs):
+    if specs and copyable(specs):
         ids = [row[0] for row in conn.execute(Q["next_job_ids"], {"n": len(specs)})]
         with conn.cursor().copy(Q["copy_jobs"]) as copy:
             for row in _copy_rows(ids, specs):
@@ -224,7 +228,7 @@ def enqueue_many(conn: psycopg.Connection, specs: Iterable[JobSpec]) -> int:
 
 async def enqueue_many_async(conn: psycopg.AsyncConnection, specs: Iterable[JobSpec]) -> int:
     specs = list(specs)
-    if specs and _copyable(specs):
+    if specs and copyable(specs):
         cur = await conn.execute(Q["next_job_ids"], {"n": len(specs)})
         ids = [row[0] for row in await cur.fetchall()]
         async with conn.cursor().copy(Q["copy_jobs"]) as copy:

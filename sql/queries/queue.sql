@@ -102,26 +102,12 @@ WITH rows AS (
 )
 SELECT count(*) AS inserted, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins GROUP BY queue;
 
--- name: enqueue_children_plain
--- enqueue_children for children without a dedupe key: a plain insert (no speculative insertion).
-WITH rows AS (
-    SELECT r.*, p.root_id
-    FROM unnest(%(parent_ids)b::bigint[], %(kinds)b::text[], %(queues)b::text[], %(payloads)b::jsonb[],
-                %(priorities)b::int[], %(run_ats)b::timestamptz[], %(delays)b::float8[], %(max_attempts)b::int[],
-                %(backoff_base_ms)b::int[], %(backoff_cap_ms)b::int[])
-         WITH ORDINALITY AS r(parent_id, kind, queue, payload, priority, run_at, delay, max_attempts,
-                              backoff_base_ms, backoff_cap_ms, n)
-    JOIN pgjobs.jobs p ON p.id = r.parent_id
-    ORDER BY r.n
-), ins AS (
-    INSERT INTO pgjobs.jobs (id, root_id, parent_id, kind, queue, payload, priority, run_at,
-                             max_attempts, backoff_base_ms, backoff_cap_ms)
-    SELECT nextval('pgjobs.job_id_seq'), root_id, parent_id, kind, queue, payload, priority,
-           coalesce(run_at, now()) + make_interval(secs => delay), max_attempts, backoff_base_ms, backoff_cap_ms
-    FROM rows
-    RETURNING queue
-)
-SELECT count(*) AS inserted, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins GROUP BY queue;
+-- name: copy_children
+-- Bulk load of a group's plain children (no dedupe key, no schedule): the cheapest insert there is.
+-- Each row's root_id is its parent's, taken from the parent's claimed row (a root never changes),
+-- and the parent_id foreign key checks the parent row, which this transaction holds locked.
+COPY pgjobs.jobs (root_id, parent_id, kind, queue, payload, priority, max_attempts, backoff_base_ms, backoff_cap_ms)
+FROM STDIN;
 
 -- name: enqueue_many
 -- Bulk insert of root jobs from parallel arrays in one statement; duplicates of a dedupe key are skipped.

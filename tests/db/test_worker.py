@@ -267,3 +267,44 @@ async def test_the_worker_survives_its_database_connections_being_killed(fresh_d
         (item,) = await take(finished, 1, timeout=20)
         assert item.job.id == job_id and item.state == "succeeded"
         await asyncio.wait_for(worker.listener.connected.wait(), 10)  # and it listens again
+
+
+TRICKY = ["plain", 'say "hi"', "back\\slash", "a,b", "{braces}", "NULL", "", "tab\there", "ünï"]
+
+
+async def test_deferred_children_and_copied_rows_keep_lineage_and_values(fresh_dsn):
+    """enqueue_child_later (COPY for plain children, a set-based insert for deduped ones) and
+    copy_later with text[] columns, all committed in the parents' completion transactions."""
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("CREATE TABLE notes (job_id bigint, tags text[], maybe text[])")
+    copy = "COPY notes (job_id, tags, maybe) FROM STDIN"
+    registry = Registry()
+
+    def noted(ctx, *children):
+        async def write(tx):
+            row = (tx.job.id, TRICKY, None if ctx.job.is_root else [])
+            tx.copy_later(copy, row, types=("int8", "text[]", "text[]"))
+            for kind, options in children:
+                tx.enqueue_child_later(kind, {"from": tx.job.id}, **options)
+        return Complete(write)
+
+    registry.register("root", lambda ctx: noted(ctx, ("mid", {}), ("mid", {"dedupe_key": f"k{ctx.job.id}"})))
+    registry.register("mid", lambda ctx: noted(ctx, ("leaf", {})))
+    registry.register("leaf", lambda ctx: noted(ctx))
+    root = _enqueue(fresh_dsn, "root")
+    async with running_worker(fresh_dsn, registry) as (_, finished):
+        await take(finished, 5)  # root, two mids, two leaves
+    with psycopg.connect(fresh_dsn) as conn:
+        jobs = conn.execute("SELECT id, kind, root_id, parent_id, (payload->>'from')::bigint, state::text"
+                            " FROM pgjobs.jobs ORDER BY id").fetchall()
+        notes = conn.execute("SELECT job_id, tags, maybe FROM notes ORDER BY job_id").fetchall()
+    by_id = {j[0]: j for j in jobs}
+    assert [j[1] for j in jobs] == ["root", "mid", "mid", "leaf", "leaf"]
+    for job_id, kind, root_id, parent_id, sender, state in jobs:
+        assert root_id == root and state == "succeeded"  # every descendant links to the root
+        assert parent_id == sender and (kind == "root") == (parent_id is None)
+        if kind == "leaf":
+            assert by_id[parent_id][1] == "mid"
+    assert [n[0] for n in notes] == [j[0] for j in jobs]
+    assert all(n[1] == TRICKY for n in notes)
+    assert [n[2] for n in notes] == [None, [], [], [], []]
