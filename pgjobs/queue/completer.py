@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Any, Iterable
 
 import psycopg
 
@@ -67,8 +67,23 @@ def _params(items: Iterable[Finished]) -> dict[str, list]:
     return {"ids": ids, "tokens": tokens, "outcomes": names, "delays": delays, "errors": errors}
 
 
+def _complete_params(items: Iterable[Finished]) -> dict[str, Any]:
+    """complete_jobs' parameters: ids and token slots as comma-joined text, the distinct tokens."""
+    ids, slots, slot_of = [], [], {}
+    for item in items:
+        ids.append(item.job.id)
+        slots.append(slot_of.setdefault(item.job.lease_token, len(slot_of) + 1))
+    return {"ids": ",".join(map(str, ids)), "slots": ",".join(map(str, slots)), "tokens": list(slot_of)}
+
+
 async def _apply(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
     """Fence and record the outcomes of `items`; sets each item's state (None = lease lost)."""
+    if all(isinstance(item.outcome, Complete) for item in items):
+        cur = await conn.execute(Q["complete_jobs"], _complete_params(items))
+        done = {row[0] for row in await cur.fetchall()}
+        for item in items:
+            item.state = "succeeded" if item.job.id in done else None
+        return
     cur = await conn.execute(Q["apply_outcomes"], _params(items))
     states = dict(await cur.fetchall())
     for item in items:

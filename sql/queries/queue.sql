@@ -215,6 +215,18 @@ FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delay
 WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'
 RETURNING j.id, j.state::text AS state;
 
+-- name: complete_jobs
+-- apply_outcomes for a group whose every outcome is `complete` (the common case), fenced the same
+-- way. Its parameters are text: psycopg adapts a list parameter element by element in Python
+-- (~1 µs per job and array, measured) while the caller's str.join is ~50x cheaper. %(ids)s is
+-- "id,id,…"; %(slots)s gives each job's 1-based index into %(tokens)b, the group's distinct lease
+-- tokens (one per claim), so every job is still fenced on its own (id, token) pair.
+UPDATE pgjobs.jobs j
+SET state = 'succeeded', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
+FROM unnest(string_to_array(%(ids)s, ',')::bigint[], string_to_array(%(slots)s, ',')::int[]) AS o(id, slot)
+WHERE j.id = o.id AND j.lease_token = (%(tokens)b::uuid[])[o.slot] AND j.state = 'running'
+RETURNING j.id;
+
 -- name: extend_leases
 -- Heartbeat: push out the leases this worker still holds; returns the ids still held.
 UPDATE pgjobs.jobs j

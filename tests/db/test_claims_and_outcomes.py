@@ -182,3 +182,23 @@ async def test_fenced_out_outcome_raises_and_rolls_back_the_whole_transaction(fr
     assert (await cur.fetchone())[0] == 1  # no child was spawned
     async with aconn.transaction():
         assert await record_outcome(aconn, fresh, Complete()) == "succeeded"
+
+
+async def test_a_group_of_completions_is_fenced_job_by_job_across_claims(fresh_dsn, aconn, claim_jobs):
+    """complete_jobs: jobs of two claims (two tokens) in one group; one of them was re-claimed by
+    another worker meanwhile, so only its stale attempt is refused."""
+    from pgjobs.queue.completer import Finished, write_outcomes
+
+    _enqueue(fresh_dsn, *[JobSpec(kind="noop") for _ in range(3)])
+    first = await claim_jobs(aconn, worker_id="A", limit=2)
+    (second,) = await claim_jobs(aconn, worker_id="A", limit=1)
+    await aconn.execute("UPDATE pgjobs.jobs SET lease_expires_at = now() - interval '1 second' WHERE id = %s",
+                        (first[0].id,))  # A stalled on this one: its lease ran out
+    await aconn.execute(Q["rescue_expired"], {"limit": 10})
+    (retaken,) = await claim_jobs(aconn, worker_id="B", limit=1)  # first[0] now belongs to B
+    assert retaken.id == first[0].id and first[0].lease_token == first[1].lease_token != second.lease_token
+    items = [Finished(job, Complete(), 0.0) for job in (*first, second)]
+    await write_outcomes(aconn, items)
+    assert [i.state for i in items] == [None, "succeeded", "succeeded"]
+    cur = await aconn.execute("SELECT id, state::text FROM pgjobs.jobs ORDER BY id")
+    assert await cur.fetchall() == [(first[0].id, "running"), (first[1].id, "succeeded"), (second.id, "succeeded")]
