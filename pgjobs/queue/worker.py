@@ -278,7 +278,7 @@ class Worker:
             self._held[job.id] = job
             self._hand_back_unstarted(job)
             return
-        if len(self._held) - len(self._backlog) >= self.concurrency:
+        if self._started() >= self.concurrency:
             # Enqueuers read our offer without updating it, so a burst can hand us more than we
             # offered: the extra jobs stay leased to us (heartbeated) and start as slots free up.
             self._held[job.id] = job
@@ -288,13 +288,17 @@ class Worker:
         if len(self._held) >= self.concurrency:
             self._wake.set()  # full: the producer withdraws the offer
 
+    def _started(self) -> int:
+        """Jobs we hold that took a slot (running, or finished and not yet written)."""
+        return len(self._held) - len(self._backlog)
+
     def _hand_back_unstarted(self, job: Job) -> None:
         self._done.put_nowait(Finished(job, HandBack("handed back: worker is stopping"), 0.0))
 
     def _start_backlog(self) -> None:
         if self._stopping.is_set():  # _drain hands the backlog back
             return
-        while self._backlog and len(self._held) - len(self._backlog) < self.concurrency:
+        while self._backlog and self._started() < self.concurrency:
             self._start([self._backlog.popleft()])
 
     async def _withdraw(self) -> None:

@@ -180,7 +180,7 @@ WITH next AS (
     FROM offer WHERE offer.free > 0
     ON CONFLICT (worker_id) DO NOTHING
 ), changed AS (
-    -- Only a changed offer is written (and locked: an enqueue handing off meanwhile skips it).
+    -- Only a changed offer is written (enqueue_handoff only reads it).
     UPDATE pgjobs.waiters w SET free = offer.free, since = clock_timestamp()
     FROM offer
     WHERE w.worker_id = %(worker_id)s AND w.free <> offer.free
@@ -259,7 +259,7 @@ RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.attempt, j
           j.last_error;
 
 -- name: withdraw_waiter
--- A stopping worker takes back its hand-off offer.
+-- A worker takes back its hand-off offer: when stopping, or when hand-offs filled its slots.
 DELETE FROM pgjobs.waiters WHERE worker_id = %(worker_id)s;
 
 -- name: hand_back_orphans
