@@ -9,7 +9,6 @@ job row — all in the completion transaction. No processor writes a log row its
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from pgjobs import jsontext
 from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, ENTITIES, MAX_ATTEMPTS, PAYLOADS, PRIORITY, SOURCES, Op, Payload
 from pgjobs.enrichment.providers import Providers, ProviderError, RateLimited, count_api_calls
 from pgjobs.queue import Complete, Discard, Enqueued, Job, JobContext, JobTransaction, Outcome, Retry, Snooze
@@ -107,7 +107,7 @@ async def write_log(tx: JobTransaction, op: Op, result: Result, *, entity_id: UU
     tx.copy_later(Q["copy_log"], (
         ENTITIES[op][0], entity_id, op.value, result.sources or SOURCES[op], result.status, result.reason,
         result.fields_enriched, result.quality_before, result.quality_after, duration_ms, api_calls,
-        json.dumps(result.metadata, default=str), result.error_message, result.error_code,
+        jsontext.dumps(result.metadata, default=str), result.error_message, result.error_code,
         # Lineage from the job row, never from a processor: flat link to the root.
         job.id, None if job.parent_id is None else job.root_id, job.parent_id is None, job.attempt, triggered_by,
     ), types=LOG_TYPES)

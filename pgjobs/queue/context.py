@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Mapping
 
 import psycopg
+from psycopg import postgres, pq
 from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue.errors import QueueError
@@ -38,6 +39,7 @@ class JobContext:
 _CHILDREN = "\0children"  # key of the deferred children in the group's `later` map
 _CHILD_COPY_TYPES = ["int8", "int8", "text", "text", "text", "int4", "int4", "int4", "int4"]  # payload as JSON text
 _COPY = "\0copy"  # (_COPY, statement) keys hold rows for COPY
+_TextListDumper = postgres.adapters.get_dumper_by_oid(postgres.types["text"].array_oid, pq.Format.TEXT)
 
 
 class JobTransaction:
@@ -115,9 +117,9 @@ async def flush_deferred(conn: psycopg.AsyncConnection, later: dict) -> None:
     for key, rows in later.items():
         async with conn.cursor() as cur:
             if isinstance(key, tuple):
-                types = list(key[2]) if key[2] else None
+                types = key[2]
                 if types and "text[]" in types:
-                    rows = _text_arrays_as_literals(rows, types)
+                    cur.adapters.register_dumper(None, _TextArrayDumper)  # this cursor only
                 async with cur.copy(key[1]) as copy:
                     if types:
                         copy.set_types(types)
@@ -127,27 +129,13 @@ async def flush_deferred(conn: psycopg.AsyncConnection, later: dict) -> None:
                 await cur.executemany(key, rows)
 
 
-def _text_arrays_as_literals(rows: list, types: list[str]) -> list:
-    """COPY rows with their text[] values written as array literals, and those columns' types
-    set to text (COPY reads the literal into the text[] column). psycopg's list dumper runs in
-    Python per element and was half of an audit row's COPY cost. Only when every value of those
-    columns is a list of str (or None); otherwise the rows go as they are."""
-    columns = [i for i, t in enumerate(types) if t == "text[]"]
-    if not all(row[i] is None or (type(row[i]) is list and all(type(e) is str for e in row[i]))
-               for row in rows for i in columns):
-        return rows
-    for i in columns:
-        types[i] = "text"
-    out = []
-    for row in rows:
-        row = list(row)
-        for i in columns:
-            if row[i] is not None:
-                row[i] = _array_literal(row[i])
-        out.append(row)
-    return out
+class _TextArrayDumper(_TextListDumper):  # type: ignore[misc, valid-type]
+    """text[] values for COPY: a list of str becomes its array literal in one join, every element
+    quoted (backslash and double quote escaped). psycopg's own list dumper handles one element at
+    a time in Python and was half an audit row's COPY cost; anything else still goes to it."""
 
-
-def _array_literal(items: list[str]) -> str:
-    """A PostgreSQL array literal: every element quoted, backslash and double quote escaped."""
-    return "{" + ",".join('"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"' for s in items) + "}"
+    def dump(self, obj: Any) -> Any:
+        if type(obj) is list and all(type(e) is str for e in obj):
+            return self.sub_dumper.dump(  # type: ignore[union-attr]  # the text dumper: encodes
+                "{" + ",".join('"' + e.replace("\\", "\\\\").replace('"', '\\"') + '"' for e in obj) + "}")
+        return super().dump(obj)

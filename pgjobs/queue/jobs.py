@@ -8,7 +8,6 @@ children are created through the parent's JobTransaction (pgjobs.queue.context).
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -19,6 +18,7 @@ import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.types.json import Jsonb
 
+from pgjobs import jsontext
 from pgjobs.queue.errors import PayloadError
 from pgjobs.sqlfiles import load_queries
 
@@ -61,7 +61,7 @@ class JobSpec:
         return {
             "kind": self.kind,
             "queue": self.queue,
-            "payload": Jsonb(dict(self.payload)),
+            "payload": Jsonb(dict(self.payload), dumps=jsontext.dumps),
             "priority": self.priority,
             "run_at": self.run_at,
             "delay": float(self.delay),
@@ -103,7 +103,7 @@ class Job:
     def payload(self) -> Any:
         """Whatever JSON the row holds (decoded lazily: a handler with a payload model parses
         `payload_json` straight into it, one that ignores its payload never pays for it)."""
-        return json.loads(self.payload_json)
+        return jsontext.loads(self.payload_json)
 
     @property
     def is_root(self) -> bool:
@@ -195,7 +195,7 @@ def copyable(specs: Iterable[JobSpec]) -> bool:
 
 
 def payload_text(spec: JobSpec) -> str:
-    return json.dumps(dict(spec.payload), separators=(",", ":"))
+    return jsontext.dumps(dict(spec.payload))
 
 
 def _copy_rows(ids: list[int], specs: list[JobSpec]) -> Iterable[tuple]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import json
 import logging
 import os
 import random
@@ -31,6 +30,7 @@ import psycopg
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from pgjobs import jsontext
 from pgjobs.queue.completer import Finished, write_outcomes
 from pgjobs.queue.context import JobContext
 from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q, claimed_jobs
@@ -106,6 +106,7 @@ class Worker:
         # Claims sized to half the slots: a second batch is claimed while the first one runs.
         self.claim_batch = claim_batch or max(1, min(1000, concurrency // 2))
         self.completers = completers
+        self.max_group = 1000  # outcomes per group commit
         self.tune_gc = tune_gc
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
@@ -266,7 +267,7 @@ class Worker:
         """A job enqueue_handoff leased to this worker (see sql/queries/queue.sql for the fields)."""
         try:
             (job_id, kind, queue, payload_json, priority, run_at, max_attempts, backoff_base_ms, backoff_cap_ms,
-             token) = json.loads(payload)
+             token) = jsontext.loads(payload)
             job = Job(job_id, job_id, None, kind, queue, payload_json, priority, datetime.fromisoformat(run_at), 1, 0,
                       max_attempts, backoff_base_ms, backoff_cap_ms, None, uuid.UUID(token))
         except (ValueError, TypeError) as exc:  # not ours to guess at: its lease expires and it is rescued
@@ -387,7 +388,7 @@ class Worker:
     async def _complete_loop(self) -> None:
         while True:
             batch = [await self._done.get()]
-            while not self._done.empty() and len(batch) < 1000:
+            while not self._done.empty() and len(batch) < self.max_group:
                 batch.append(self._done.get_nowait())
             try:
                 await self._write(batch)

@@ -31,8 +31,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--reuse-db", action="store_true",
                    help="run in the DSN's own database (already migrated, say by a test) instead of fresh ones")
     p.add_argument("--rep-budget", type=float, default=30.0,
-                   help="run a second repetition only when the first took at most this many seconds")
-    p.add_argument("--reps", type=int, help="repetitions per figure where time allows (default 2; 1 with --quick)")
+                   help="repeat a figure only when its first run took at most this many seconds")
+    p.add_argument("--reps", type=int, help="repetitions per figure where time allows (default 3; 1 with --quick)")
     p.add_argument("--wake-samples", type=int, help="measured wake-ups per run (default 200; 100 with --quick)")
     p.add_argument("--wake-rounds", type=int,
                    help="wake-up runs per system, systems taking turns (default 3; 1 with --quick)")
@@ -46,7 +46,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
             p.error(f"unknown {name}(s): {', '.join(sorted(unknown))}")
     config = Config(dsn=args.dsn, n=args.n or (2000 if args.quick else 20_000), quick=args.quick,
                     systems=systems, workloads=workloads, reuse_db=args.reuse_db, rep_budget=args.rep_budget,
-                    reps=args.reps or (1 if args.quick else 2),
+                    reps=args.reps or (1 if args.quick else 3),
                     wake_samples=args.wake_samples or (100 if args.quick else 200),
                     wake_rounds=args.wake_rounds or (1 if args.quick else 3),
                     say=lambda line: print(line, file=sys.stderr, flush=True))

@@ -2,13 +2,13 @@
 
 A run is one driver subprocess doing one workload on the system's own database; right after it
 returns, verify.checks_for reads that database and checks exactly-once. A figure is one number
-of the table (e.g. "pgqueuer drain") with its repetitions: a second repetition runs when the
-first took less than `rep_budget` seconds, and the best of them is reported beside both values.
+of the table (e.g. "pgqueuer drain") with its repetitions: up to `reps` of them, more than one only
+when the first took less than `rep_budget` seconds; the best is reported beside them all.
 
 Per system: a short sweep over its knob (full runs only, at min(N, 5000)) picks the setting for
 each of drain, audited and fan-out on its own (every system alike; procrastinate's audited reuses
 its drain setting: at ~300 jobs/s a sweep costs minutes); then drain (whose bulk enqueue is the
-enqueue figure), audited, fan-out; pgjobs also with 1, 2 and 4 worker processes; pgbench runs the
+enqueue figure), audited and fan-out, their repetitions in turns; pgjobs also with 1, 2 and 4 worker processes; pgbench runs the
 SQL ceilings.
 
 Wake-up runs come last, all systems in turns (round 1: each system once, round 2: again, ...):
@@ -59,7 +59,7 @@ class Config:
     systems: tuple[str, ...] = SYSTEMS
     workloads: tuple[str, ...] = WORKLOADS
     reuse_db: bool = False  # run in the DSN's own database (the test suite's fresh one), no CREATE DATABASE
-    reps: int = 2  # repetitions per figure, where time allows (see Bench.repeat)
+    reps: int = 3  # repetitions per figure, where time allows (see Bench.in_turns)
     rep_budget: float = 30.0
     warmup: int = 200
     wake_samples: int = 200
@@ -177,12 +177,20 @@ class Bench:
                         f"{'verified' if not failed else 'VERIFY FAILED ' + '; '.join(failed)}")
 
     def repeat(self, once: Callable[[], Run]) -> list[Run]:
-        """Two repetitions where time allows: the second only when the first was quick enough."""
-        first = once()
-        runs = [first]
-        while (len(runs) < self.config.reps and first.error is None
-               and first.result.get("seconds", 0) <= self.config.rep_budget):
-            runs.append(once())
+        """Repetitions where time allows: more only when the first was quick enough."""
+        return self.in_turns({"": once})[""]
+
+    def in_turns(self, onces: dict[str, Callable[[], Run]]) -> dict[str, list[Run]]:
+        """Repetitions of several workloads taken in turns (a, b, c, a, b, c): figures that a target
+        compares (audited vs drain) then share the VM's quiet and busy spells, as wake-ups do. A
+        workload repeats only while its first run was quick enough and nothing errored."""
+        runs: dict[str, list[Run]] = {name: [] for name in onces}
+        for _ in range(self.config.reps):
+            for name, once in onces.items():
+                done = runs[name]
+                if done and (done[0].error is not None or done[0].result.get("seconds", 0) > self.config.rep_budget):
+                    continue
+                done.append(once())
         return runs
 
     # --- systems ------------------------------------------------------------------------------
@@ -207,21 +215,25 @@ class Bench:
             return {knob: max(rated, key=lambda r: r.result["rate"]).setting[knob] if rated else values[0]}
 
         setting = tuned("drain") if want & {"drain", "enqueue", "audited", "fanout", "procs"} else {knob: values[0]}
+        onces: dict[str, Callable[[], Run]] = {}
         if want & {"drain", "enqueue"}:
-            runs = self.repeat(lambda: self.run(system, runtime, db, "drain", c.n, setting, c.n))
-            if "enqueue" in want:
-                self.figures.append(Figure(system, "enqueue", "bulk enqueue", runs, metric="enqueue_rate"))
-            if "drain" in want:
-                self.figures.append(Figure(system, "drain", "drain (1 process)", runs))
+            onces["drain"] = lambda: self.run(system, runtime, db, "drain", c.n, setting, c.n)
         if "audited" in want:
             audited = setting if system == "procrastinate" else tuned("audited")
-            runs = self.repeat(lambda: self.run(system, runtime, db, "audited", c.n, audited, c.n))
-            self.figures.append(Figure(system, "audited", "audited drain", runs))
+            onces["audited"] = lambda: self.run(system, runtime, db, "audited", c.n, audited, c.n)
         if "fanout" in want and system != "procrastinate":  # ~300 jobs/s: minutes for a figure no target needs
             total = max(1, c.n // 6) * 6
             fanout = tuned("fanout")
-            runs = self.repeat(lambda: self.run(system, runtime, db, "fanout", c.n, fanout, total))
-            self.figures.append(Figure(system, "fanout", "fan-out 1+5, logged", runs))
+            onces["fanout"] = lambda: self.run(system, runtime, db, "fanout", c.n, fanout, total)
+        runs = self.in_turns(onces)
+        if "drain" in runs and "enqueue" in want:
+            self.figures.append(Figure(system, "enqueue", "bulk enqueue", runs["drain"], metric="enqueue_rate"))
+        if "drain" in runs and "drain" in want:
+            self.figures.append(Figure(system, "drain", "drain (1 process)", runs["drain"]))
+        if "audited" in runs:
+            self.figures.append(Figure(system, "audited", "audited drain", runs["audited"]))
+        if "fanout" in runs:
+            self.figures.append(Figure(system, "fanout", "fan-out 1+5, logged", runs["fanout"]))
         if "procs" in want and system == "pgjobs":
             for k in c.procs:
                 runs = self.repeat(lambda: self.run(system, runtime, db, "procs", c.n, setting | {"procs": k}, c.n))

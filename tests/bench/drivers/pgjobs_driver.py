@@ -21,7 +21,7 @@ import time
 
 import psycopg
 
-from pgjobs import migrations
+from pgjobs import jsontext, migrations
 from pgjobs.queue import Complete, JobSpec, RateLimits, Registry, Worker, WorkerHooks, enqueue_async, enqueue_many
 from protocol import (
     DRAIN_KINDS, FANOUT_CHILDREN, LOG_COPY, LOG_COPY_TYPES, Args, Stopwatch, drain_result, emit, fanout_roots,
@@ -83,7 +83,7 @@ class Bench:
             # rows, one set-based child insert) — still inside that transaction, fenced by each lease.
             duration_ms = int((time.perf_counter() - started) * 1000)
             tx.copy_later(LOG_COPY, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms,
-                                               attempt=job.attempt), types=LOG_COPY_TYPES)
+                                               attempt=job.attempt, encode=jsontext.dumps), types=LOG_COPY_TYPES)
             for c in range(children):
                 tx.enqueue_child_later("fan.child", {"seq": seq * 10 + c + 1})
 

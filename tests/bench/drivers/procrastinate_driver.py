@@ -70,7 +70,7 @@ class Bench:
     async def _log(self, context: JobContext, seq: int, root_id: int | None) -> None:
         started = time.perf_counter()
         values = log_values(context.job.id, root_id, seq, int((time.perf_counter() - started) * 1000),
-                            metadata_json=False)
+                            encode=None)
         await self.app.connector.execute_query_async(LOG_INSERT_NAMED, **dict(zip(LOG_COLUMNS, values)))
 
     async def reset(self) -> None:

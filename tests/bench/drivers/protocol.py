@@ -24,7 +24,7 @@ import sys
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 RESULT_MARK = "BENCH-RESULT "
 
@@ -50,13 +50,17 @@ LOG_INSERT_DOLLAR = (
 
 
 def log_values(job_id: int, root_id: int | None, seq: int, duration_ms: int, *, attempt: int = 1,
-               metadata_json: bool = True, uuid_type: bool = False) -> tuple:
-    """One audit row: `root_id` None for a root job, else the root's id (flat lineage, as the seed says)."""
+               encode: Callable[[Any], str] | None = json.dumps, uuid_type: bool = False) -> tuple:
+    """One audit row: `root_id` None for a root job, else the root's id (flat lineage, as the seed says).
+
+    The entity id is the uuid whose integer value is seq, as text (the form the app reads from
+    its payloads) or a uuid.UUID for drivers that want one. The metadata dict is encoded with
+    `encode`, the JSON encoder the system's own code would use; None passes the dict as it is."""
     metadata = {"seq": seq, "bench": True, "cache": {"source": "bench", "size": 1024, "format": "jpeg"}}
-    entity = uuid.UUID(int=seq)
+    entity = uuid.UUID(int=seq) if uuid_type else f"00000000-0000-0000-{seq >> 48:04x}-{seq & 0xFFFFFFFFFFFF:012x}"
     return (
-        "ALBUM", entity if uuid_type else str(entity), "BENCH_NOOP", ["BENCH"], "SUCCESS", "benchmark no-op",
-        ["title"], "LOW", "HIGH", duration_ms, 0, json.dumps(metadata) if metadata_json else metadata,
+        "ALBUM", entity, "BENCH_NOOP", ["BENCH"], "SUCCESS", "benchmark no-op",
+        ["title"], "LOW", "HIGH", duration_ms, 0, metadata if encode is None else encode(metadata),
         job_id, root_id, root_id is None, attempt, "bench",
     )
 
