@@ -160,30 +160,55 @@ ALTER TABLE public.enrichment_log ALTER COLUMN id ADD GENERATED ALWAYS AS IDENTI
 );
 
 CREATE VIEW public.enrichment_timeline AS
- SELECT COALESCE(parent_job_id, job_id) AS root_job_id,
-    id,
-    job_id,
-    parent_job_id,
-    is_root_job,
-    attempt,
-    operation,
-    entity_type,
-    entity_id,
-    status,
-    reason,
-    sources,
-    fields_enriched,
-    data_quality_before,
-    data_quality_after,
-    duration_ms,
-    api_call_count,
-    error_code,
-    error_message,
-    metadata,
-    triggered_by,
-    created_at
+ SELECT l.job_id AS root_job_id,
+    l.id,
+    l.job_id,
+    l.parent_job_id,
+    l.is_root_job,
+    l.attempt,
+    l.operation,
+    l.entity_type,
+    l.entity_id,
+    l.status,
+    l.reason,
+    l.sources,
+    l.fields_enriched,
+    l.data_quality_before,
+    l.data_quality_after,
+    l.duration_ms,
+    l.api_call_count,
+    l.error_code,
+    l.error_message,
+    l.metadata,
+    l.triggered_by,
+    l.created_at
    FROM public.enrichment_log l
-  WHERE (job_id IS NOT NULL);
+  WHERE ((l.job_id IS NOT NULL) AND (l.parent_job_id IS NULL))
+UNION ALL
+ SELECT l.parent_job_id AS root_job_id,
+    l.id,
+    l.job_id,
+    l.parent_job_id,
+    l.is_root_job,
+    l.attempt,
+    l.operation,
+    l.entity_type,
+    l.entity_id,
+    l.status,
+    l.reason,
+    l.sources,
+    l.fields_enriched,
+    l.data_quality_before,
+    l.data_quality_after,
+    l.duration_ms,
+    l.api_call_count,
+    l.error_code,
+    l.error_message,
+    l.metadata,
+    l.triggered_by,
+    l.created_at
+   FROM public.enrichment_log l
+  WHERE ((l.job_id IS NOT NULL) AND (l.parent_job_id IS NOT NULL));
 
 CREATE VIEW public.enrichment_roots AS
  WITH latest AS (

@@ -130,12 +130,20 @@ async def flush_deferred(conn: psycopg.AsyncConnection, later: dict) -> None:
 
 
 class _TextArrayDumper(_TextListDumper):  # type: ignore[misc, valid-type]
-    """text[] values for COPY: a list of str becomes its array literal in one join, every element
-    quoted (backslash and double quote escaped). psycopg's own list dumper handles one element at
-    a time in Python and was half an audit row's COPY cost; anything else still goes to it."""
+    """text[] values for COPY: a list of str becomes its array literal with a few str operations,
+    every element quoted (backslash and double quote escaped). psycopg's own list dumper handles
+    one element at a time in Python and was half an audit row's COPY cost; anything else (None
+    elements, nested lists, other types) still goes to it."""
 
     def dump(self, obj: Any) -> Any:
-        if type(obj) is list and all(type(e) is str for e in obj):
-            return self.sub_dumper.dump(  # type: ignore[union-attr]  # the text dumper: encodes
-                "{" + ",".join('"' + e.replace("\\", "\\\\").replace('"', '\\"') + '"' for e in obj) + "}")
-        return super().dump(obj)
+        if type(obj) is not list or not obj:
+            return super().dump(obj)
+        try:
+            body = "\0".join(obj)  # NUL cannot occur in PostgreSQL text: a safe separator
+        except TypeError:  # an element that is not a str
+            return super().dump(obj)
+        if body.count("\0") != len(obj) - 1:  # an element holds a NUL: psycopg raises the error
+            return super().dump(obj)
+        if '"' in body or "\\" in body:
+            body = body.replace("\\", "\\\\").replace('"', '\\"')
+        return self.sub_dumper.dump('{"' + body.replace("\0", '","') + '"}')  # type: ignore[union-attr]
