@@ -77,6 +77,9 @@ def _validation_message(exc: ValidationError) -> str:
     return f"{where}: {first.get('msg')}{more}"
 
 
+_MAX_GROUP = 1000  # outcomes per group commit
+
+
 class Worker:
     def __init__(
         self,
@@ -106,7 +109,6 @@ class Worker:
         # Claims sized to half the slots: a second batch is claimed while the first one runs.
         self.claim_batch = claim_batch or max(1, min(1000, concurrency // 2))
         self.completers = completers
-        self.max_group = 1000  # outcomes per group commit
         self.tune_gc = tune_gc
         self.lease_seconds = lease_seconds
         self.poll_interval = poll_interval
@@ -388,7 +390,7 @@ class Worker:
     async def _complete_loop(self) -> None:
         while True:
             batch = [await self._done.get()]
-            while not self._done.empty() and len(batch) < self.max_group:
+            while not self._done.empty() and len(batch) < _MAX_GROUP:
                 batch.append(self._done.get_nowait())
             try:
                 await self._write(batch)
