@@ -319,8 +319,6 @@ CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs USING btree (dedupe_key) 
 
 CREATE INDEX jobs_lease_idx ON pgjobs.jobs USING btree (lease_expires_at) WHERE (state = 'running'::pgjobs.job_state);
 
-CREATE INDEX jobs_parent_idx ON pgjobs.jobs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
-
 CREATE INDEX jobs_root_idx ON pgjobs.jobs USING btree (root_id);
 
 CREATE INDEX jobs_runnable_idx ON pgjobs.jobs USING btree (queue, priority, run_at, id) WHERE (state = 'queued'::pgjobs.job_state);
@@ -334,9 +332,6 @@ CREATE INDEX enrichment_log_entity_idx ON public.enrichment_log USING btree (ent
 CREATE INDEX enrichment_log_parent_job_idx ON public.enrichment_log USING btree (parent_job_id, created_at) WHERE (parent_job_id IS NOT NULL);
 
 CREATE INDEX enrichment_log_roots_idx ON public.enrichment_log USING btree (created_at DESC) WHERE is_root_job;
-
-ALTER TABLE ONLY pgjobs.jobs
-    ADD CONSTRAINT jobs_parent_id_fkey FOREIGN KEY (parent_id) REFERENCES pgjobs.jobs(id);
 
 ALTER TABLE ONLY public.album_artist
     ADD CONSTRAINT album_artist_album_id_fkey FOREIGN KEY (album_id) REFERENCES public.album(id) ON DELETE CASCADE;

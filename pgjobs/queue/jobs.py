@@ -130,21 +130,31 @@ def _first(rows: list[tuple]) -> Enqueued | None:
     return Enqueued(job_id, root_id, created)
 
 
-def _query(conn: psycopg.Connection | psycopg.AsyncConnection, spec: JobSpec) -> str:
+def _statement(conn: psycopg.Connection | psycopg.AsyncConnection, spec: JobSpec) -> tuple[str, dict[str, Any]]:
     """enqueue_handoff when the statement is its own transaction and the job is plain (runnable now,
     no dedupe key): only then may it go to an idle worker already leased, because the lease then
     starts when the job becomes visible. Anything else is a plain enqueue."""
     if (conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
             and spec.dedupe_key is None and spec.run_at is None and not spec.delay):
-        return Q["enqueue_handoff"]
-    return Q["enqueue"]
+        return Q["enqueue_handoff"], spec.params() | handoff_note(spec)
+    return Q["enqueue"], spec.params()
+
+
+def handoff_note(spec: JobSpec) -> dict[str, Any]:
+    """The lease token and the notification's middle that enqueue_handoff sends a waiting worker
+    (made here: cheaper than in SQL on the wake-up path). `note` is None for a job whose kind or
+    queue name is too long for a notification: it is then simply queued."""
+    token = str(uuid.uuid4())
+    note = jsontext.dumps([token, spec.kind, spec.queue, spec.priority, spec.max_attempts,
+                           spec.backoff_base_ms, spec.backoff_cap_ms])
+    return {"token": token, "note": "," + note[1:] if len(note) <= 1000 else None}
 
 
 def enqueue(conn: psycopg.Connection, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
     """Enqueue one root job in the caller's transaction. Options: the fields of JobSpec."""
     spec = _spec(kind, payload, options)
     for _ in range(5):
-        result = _first(conn.execute(_query(conn, spec), spec.params()).fetchall())
+        result = _first(conn.execute(*_statement(conn, spec)).fetchall())
         if result:
             return result
     raise psycopg.errors.SerializationFailure(f"could not settle dedupe key {spec.dedupe_key!r}")
@@ -155,7 +165,7 @@ async def enqueue_async(
 ) -> Enqueued:
     spec = _spec(kind, payload, options)
     for _ in range(5):
-        cur = await conn.execute(_query(conn, spec), spec.params())
+        cur = await conn.execute(*_statement(conn, spec))
         result = _first(await cur.fetchall())
         if result:
             return result

@@ -268,10 +268,12 @@ class Worker:
     def _handed(self, payload: str) -> None:
         """A job enqueue_handoff leased to this worker (see sql/queries/queue.sql for the fields)."""
         try:
-            (job_id, kind, queue, payload_json, priority, run_at, max_attempts, backoff_base_ms, backoff_cap_ms,
-             token) = jsontext.loads(payload)
-            job = Job(job_id, job_id, None, kind, queue, payload_json, priority, datetime.fromisoformat(run_at), 1, 0,
-                      max_attempts, backoff_base_ms, backoff_cap_ms, None, uuid.UUID(token))
+            head, _, payload_json = payload.partition("\n")
+            (job_id, run_at, token, kind, queue, priority, max_attempts, backoff_base_ms,
+             backoff_cap_ms) = jsontext.loads(head)
+            job = Job(job_id, job_id, None, kind, queue, payload_json, priority,
+                      datetime.fromtimestamp(run_at, timezone.utc), 1, 0, max_attempts, backoff_base_ms,
+                      backoff_cap_ms, None, uuid.UUID(token))
         except (ValueError, TypeError) as exc:  # not ours to guess at: its lease expires and it is rescued
             log.error("ignoring a malformed hand-off notification (%s)", exc)
             return

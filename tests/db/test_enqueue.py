@@ -86,10 +86,6 @@ def test_a_child_without_a_root_cannot_exist(conn):
     with pytest.raises(psycopg.errors.NotNullViolation):
         with conn.transaction():
             conn.execute("INSERT INTO pgjobs.jobs (parent_id, kind) VALUES (%s, 'noop')", (root.id,))
-    with pytest.raises(psycopg.errors.ForeignKeyViolation):
-        with conn.transaction():
-            conn.execute("INSERT INTO pgjobs.jobs (id, root_id, parent_id, kind) "
-                         "VALUES (nextval('pgjobs.job_id_seq'), %s, -1, 'noop')", (root.id,))
 
 
 def test_enqueue_many_of_plain_jobs_copies_them_in_and_notifies(fresh_dsn):

@@ -46,12 +46,18 @@ def test_autocommit_enqueue_is_leased_to_the_waiter_and_the_notification_carries
         assert _free(conn) == 2  # the offer is only read: the worker itself keeps it up to date
     (note,) = list(waiter.notifies(timeout=5, stop_after=1))
     assert note.channel == "pgjobs_w_test"
-    fields = json.loads(note.payload)
-    assert fields[:5] == [job_id, "noop", "default", '{"n": 1}', 3]
-    assert uuid.UUID(fields[-1]) == token
+    head, newline, payload = note.payload.partition("\n")
+    fields = json.loads(head)
+    assert newline and payload == '{"n": 1}'  # the payload as jsonb prints it, as a claim returns it
+    with psycopg.connect(fresh_dsn) as conn:
+        (run_at,) = conn.execute("SELECT extract(epoch FROM run_at) FROM pgjobs.jobs WHERE id = %s",
+                                 (job_id,)).fetchone()
+    assert fields[0] == job_id and fields[1] == float(run_at)
+    assert uuid.UUID(fields[2]) == token
+    assert fields[3:] == ["noop", "default", 3, 3, 2000, 600_000]
 
 
-def test_no_hand_off_inside_a_transaction_for_another_queue_or_without_free_slots(fresh_dsn, waiter):
+def test_no_hand_off_inside_a_transaction_for_another_queue_too_big_or_without_free_slots(fresh_dsn, waiter):
     with psycopg.connect(fresh_dsn) as conn:  # a transaction of the caller's: the job waits for the commit
         in_tx = enqueue(conn, "noop").id
         assert _row(conn, in_tx)[0] == "queued"
@@ -62,6 +68,8 @@ def test_no_hand_off_inside_a_transaction_for_another_queue_or_without_free_slot
         later = enqueue(conn, "noop", delay=60).id
         deduped = enqueue(conn, "noop", dedupe_key="k").id
         assert [_row(conn, i)[0] for i in (in_tx, explicit, other_queue, later, deduped)] == ["queued"] * 5
+        too_big = [enqueue(conn, "noop", {"text": "x" * 7000}).id, enqueue(conn, "k" * 1000).id]
+        assert [_row(conn, i)[0] for i in too_big] == ["queued"] * 2  # a notification holds < 8000 bytes
         handed = enqueue(conn, "noop").id
         conn.execute("UPDATE pgjobs.waiters SET free = 0")  # what the worker's next claim writes when full
         after_full = enqueue(conn, "noop").id
@@ -130,6 +138,8 @@ async def test_an_idle_worker_starts_a_handed_off_job_without_claiming_it(fresh_
             assert await cur.fetchone() == ("running", worker.worker_id)  # leased by the enqueue itself
             job = await asyncio.wait_for(started.get(), 10)
             assert (job.id, job.payload, job.attempt) == (job_id, {"x": 1}, 1)
+            cur = await conn.execute("SELECT run_at, lease_token FROM pgjobs.jobs WHERE id = %s", (job_id,))
+            assert await cur.fetchone() == (job.run_at, job.lease_token)  # the notification carried both
             release.set()
             done = await asyncio.wait_for(finished.get(), 10)
             assert (done.job.id, done.state) == (job_id, "succeeded")
