@@ -142,12 +142,12 @@ def _statement(conn: psycopg.Connection | psycopg.AsyncConnection, spec: JobSpec
 
 def handoff_note(spec: JobSpec) -> dict[str, Any]:
     """The lease token and the notification's middle that enqueue_handoff sends a waiting worker
-    (made here: cheaper than in SQL on the wake-up path). `note` is None for a job whose kind or
-    queue name is too long for a notification: it is then simply queued."""
+    (made here: cheaper than in SQL on the wake-up path). `note` is None when the kind or queue
+    name would make the notification too long (it holds < 8000 bytes): that job is simply queued."""
     token = str(uuid.uuid4())
     note = jsontext.dumps([token, spec.kind, spec.queue, spec.priority, spec.max_attempts,
                            spec.backoff_base_ms, spec.backoff_cap_ms])
-    return {"token": token, "note": "," + note[1:] if len(note) <= 1000 else None}
+    return {"token": token, "note": "," + note[1:] if len(note.encode()) <= 1000 else None}
 
 
 def enqueue(conn: psycopg.Connection, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:

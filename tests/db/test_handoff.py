@@ -68,8 +68,9 @@ def test_no_hand_off_inside_a_transaction_for_another_queue_too_big_or_without_f
         later = enqueue(conn, "noop", delay=60).id
         deduped = enqueue(conn, "noop", dedupe_key="k").id
         assert [_row(conn, i)[0] for i in (in_tx, explicit, other_queue, later, deduped)] == ["queued"] * 5
-        too_big = [enqueue(conn, "noop", {"text": "x" * 7000}).id, enqueue(conn, "k" * 1000).id]
-        assert [_row(conn, i)[0] for i in too_big] == ["queued"] * 2  # a notification holds < 8000 bytes
+        too_big = [enqueue(conn, "noop", {"text": "x" * 7000}).id, enqueue(conn, "k" * 1000).id,
+                   enqueue(conn, "ü" * 600).id]  # 600 characters, 1200 bytes
+        assert [_row(conn, i)[0] for i in too_big] == ["queued"] * 3  # a notification holds < 8000 bytes
         handed = enqueue(conn, "noop").id
         conn.execute("UPDATE pgjobs.waiters SET free = 0")  # what the worker's next claim writes when full
         after_full = enqueue(conn, "noop").id
