@@ -13,6 +13,7 @@ from types import MappingProxyType
 from typing import Mapping
 
 _NAME = re.compile(r"^--\s*name:\s*(\w+)\s*$", re.MULTILINE)
+_PLACEHOLDER = re.compile(r"%\((\w+)\)([sb])|%%")
 
 
 @cache
@@ -40,6 +41,25 @@ def parse_queries(text: str, *, source: str = "<sql>") -> dict[str, str]:
             raise ValueError(f"{source}: query {name!r} is empty")
         queries[name] = statement
     return queries
+
+
+def positional(query: str) -> tuple[str, tuple[str, ...]]:
+    """`query` with its %(name)s placeholders as $1, $2, ... (one per distinct name), and the names
+    in that order: for psycopg's raw cursors, which skip the per-call mapping of named parameters
+    (~60 µs of a wake-up's enqueue on an idle machine, measured). Only text placeholders."""
+    names: list[str] = []
+
+    def number(match: re.Match[str]) -> str:
+        if match.group(0) == "%%":
+            return "%"
+        name, fmt = match.groups()
+        if fmt != "s":
+            raise ValueError(f"positional(): binary placeholder %({name})b is not supported")
+        if name not in names:
+            names.append(name)
+        return f"${names.index(name) + 1}"
+
+    return _PLACEHOLDER.sub(number, query), tuple(names)
 
 
 @cache

@@ -76,6 +76,7 @@ CREATE TABLE pgjobs.waiters (
     free integer NOT NULL,
     lease_seconds double precision NOT NULL,
     since timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    lease_token uuid,
     CONSTRAINT waiters_free_check CHECK ((free >= 0)),
     CONSTRAINT waiters_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
 );

@@ -129,7 +129,7 @@ async def claim(aconn, *, queues=("default",), limit=10, lease_seconds=30.0, wor
     cur = await aconn.execute(Q["claim_jobs"], {"queues": list(queues), "limit": limit,
                                                 "lease_seconds": lease_seconds, "worker_id": worker_id,
                                                 "channel": "unused", "lock_key": 0, "idle_slots": 0,
-                                                "lease_token": token})
+                                                "lease_token": token, "handoff_token": None})
     return claimed_jobs(await cur.fetchall(), token)
 
 

@@ -14,15 +14,19 @@ from functools import cached_property
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
+import orjson
 import psycopg
 from psycopg.pq import TransactionStatus
-from psycopg.types.json import Jsonb
+from psycopg.rows import tuple_row
 
 from pgjobs import jsontext
 from pgjobs.queue.errors import PayloadError
-from pgjobs.sqlfiles import load_queries
+from pgjobs.sqlfiles import load_queries, positional
 
 Q = load_queries("queue.sql")
+# The single-job enqueues run on raw cursors (positional parameters): see _statement.
+_ENQUEUE = positional(Q["enqueue"])
+_HANDOFF = positional(Q["enqueue_handoff"])
 DEFAULT_QUEUE = "default"
 _BULK_CHUNK = 5000
 
@@ -61,7 +65,7 @@ class JobSpec:
         return {
             "kind": self.kind,
             "queue": self.queue,
-            "payload": Jsonb(dict(self.payload), dumps=jsontext.dumps),
+            "payload": payload_text(self),  # JSON text, cast to jsonb in SQL
             "priority": self.priority,
             "run_at": self.run_at,
             "delay": float(self.delay),
@@ -130,31 +134,39 @@ def _first(rows: list[tuple]) -> Enqueued | None:
     return Enqueued(job_id, root_id, created)
 
 
-def _statement(conn: psycopg.Connection | psycopg.AsyncConnection, spec: JobSpec) -> tuple[str, dict[str, Any]]:
+def _statement(conn: psycopg.Connection | psycopg.AsyncConnection, spec: JobSpec) -> tuple[str, tuple[Any, ...]]:
     """enqueue_handoff when the statement is its own transaction and the job is plain (runnable now,
     no dedupe key): only then may it go to an idle worker already leased, because the lease then
-    starts when the job becomes visible. Anything else is a plain enqueue."""
-    if (conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+    starts when the job becomes visible. Anything else is a plain enqueue.
+
+    Returned as positional SQL and a tuple, for a raw cursor: on the wake-up path every step before
+    the statement leaves counts, and on an idle machine psycopg's mapping of named parameters
+    took ~60 µs of it (measured; a few µs when hot)."""
+    params = spec.params()
+    if (conn.autocommit and conn.pgconn.transaction_status == TransactionStatus.IDLE
             and spec.dedupe_key is None and spec.run_at is None and not spec.delay):
-        return Q["enqueue_handoff"], spec.params() | handoff_note(spec)
-    return Q["enqueue"], spec.params()
+        params["note"] = handoff_note(spec)
+        query, names = _HANDOFF
+    else:
+        query, names = _ENQUEUE
+    return query, tuple([params[name] for name in names])
 
 
-def handoff_note(spec: JobSpec) -> dict[str, Any]:
-    """The lease token and the notification's middle that enqueue_handoff sends a waiting worker
-    (made here: cheaper than in SQL on the wake-up path). `note` is None when the kind or queue
-    name would make the notification too long (it holds < 8000 bytes): that job is simply queued."""
-    token = str(uuid.uuid4())
-    note = jsontext.dumps([token, spec.kind, spec.queue, spec.priority, spec.max_attempts,
-                           spec.backoff_base_ms, spec.backoff_cap_ms])
-    return {"token": token, "note": "," + note[1:] if len(note.encode()) <= 1000 else None}
+def handoff_note(spec: JobSpec) -> str | None:
+    """The middle of the notification enqueue_handoff sends a waiting worker (made here: cheaper
+    than in SQL on the wake-up path); None when the kind or queue name would make the notification
+    too long (it holds < 8000 bytes): that job is simply queued."""
+    note = orjson.dumps([spec.kind, spec.queue, spec.priority, spec.max_attempts, spec.backoff_base_ms,
+                         spec.backoff_cap_ms])  # str and int only: plain orjson will do
+    return "," + note[1:].decode() if len(note) <= 1000 else None
 
 
 def enqueue(conn: psycopg.Connection, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
     """Enqueue one root job in the caller's transaction. Options: the fields of JobSpec."""
     spec = _spec(kind, payload, options)
     for _ in range(5):
-        result = _first(conn.execute(*_statement(conn, spec)).fetchall())
+        cur = psycopg.RawCursor(conn, row_factory=tuple_row)
+        result = _first(cur.execute(*_statement(conn, spec)).fetchall())
         if result:
             return result
     raise psycopg.errors.SerializationFailure(f"could not settle dedupe key {spec.dedupe_key!r}")
@@ -165,7 +177,8 @@ async def enqueue_async(
 ) -> Enqueued:
     spec = _spec(kind, payload, options)
     for _ in range(5):
-        cur = await conn.execute(*_statement(conn, spec))
+        cur = psycopg.AsyncRawCursor(conn, row_factory=tuple_row)
+        await cur.execute(*_statement(conn, spec))
         result = _first(await cur.fetchall())
         if result:
             return result

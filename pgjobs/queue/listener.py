@@ -60,6 +60,7 @@ class Listener:
                     self._conninfo, autocommit=True, keepalives=1, keepalives_idle=10,
                     keepalives_interval=5, keepalives_count=3,
                 ) as conn:
+                    conn.add_notify_handler(self._dispatch)  # before LISTEN: none may wait in a backlog
                     await conn.execute("LISTEN pgjobs")  # CHANNEL
                     if self._handoff:
                         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self._handoff.channel)))
@@ -80,15 +81,42 @@ class Listener:
                 delay = min(delay * 2, 5.0)
 
     async def _listen(self, conn: psycopg.AsyncConnection) -> None:
+        # Notifications are read in the event loop's reader callback, straight off the socket: a
+        # hand-off starts its job one loop turn sooner than through psycopg's notifies(), which
+        # resumes a waiting task. Those that arrive during the probe query reach _dispatch too,
+        # through psycopg's notify handler.
+        loop = asyncio.get_running_loop()
+        pgconn = conn.pgconn
+        fd = pgconn.socket
         while True:
-            async for note in conn.notifies(timeout=self._probe_interval):
-                if note.channel == CHANNEL:
-                    if note.payload in self._queues:
-                        self._wake()
-                elif self._handoff and note.channel == self._handoff.channel:
-                    self._handoff.accept(note.payload)
+            broken: asyncio.Future[None] = loop.create_future()
+
+            def readable() -> None:
+                try:
+                    pgconn.consume_input()  # raises when the connection is gone
+                    while (note := pgconn.notifies()) is not None:
+                        pgconn.notify_handler(note)  # -> psycopg -> self._dispatch
+                except Exception as exc:
+                    loop.remove_reader(fd)
+                    if not broken.done():
+                        broken.set_exception(exc)
+
+            loop.add_reader(fd, readable)
+            try:
+                await asyncio.wait([broken], timeout=self._probe_interval)
+            finally:
+                loop.remove_reader(fd)
+            if broken.done():
+                broken.result()  # raises: run() reconnects
             # Same-session probe: proves the socket and the LISTEN are both still alive.
             cur = await conn.execute("SELECT %s = ANY(ARRAY(SELECT pg_listening_channels()))", (CHANNEL,))
             (listening,) = await cur.fetchone()
             if not listening:
                 raise psycopg.OperationalError("LISTEN registration lost")
+
+    def _dispatch(self, note: psycopg.Notify) -> None:
+        if note.channel == CHANNEL:
+            if note.payload in self._queues:
+                self._wake()
+        elif self._handoff and note.channel == self._handoff.channel:
+            self._handoff.accept(note.payload)

@@ -26,11 +26,11 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Callable, Sequence
 
+import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
-from pgjobs import jsontext
 from pgjobs.queue.completer import Finished, write_outcomes
 from pgjobs.queue.context import JobContext
 from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q, claimed_jobs
@@ -122,6 +122,7 @@ class Worker:
         # Hand-off: jobs leased to this worker by enqueue_handoff arrive on its own channel.
         self._channel = f"pgjobs_w_{uuid.uuid4().hex[:16]}"
         self._lock_key = random.getrandbits(63)
+        self._handoff_token = uuid.uuid4()  # the lease token of every job handed to us (our offer holds it)
         self.listener = Listener(conninfo, self.queues, self._wake_up,
                                  handoff=Handoff(self._channel, self._lock_key, self._handed))
         self._claimer: psycopg.AsyncConnection | None = None  # the producer's own session
@@ -247,7 +248,7 @@ class Worker:
         token = uuid.uuid4()
         params = {"queues": self.queues, "limit": limit, "lease_seconds": self.lease_seconds,
                   "worker_id": self.worker_id, "channel": self._channel, "lock_key": self._lock_key,
-                  "idle_slots": offer, "lease_token": token}
+                  "idle_slots": offer, "lease_token": token, "handoff_token": self._handoff_token}
         conn = await self._claimer_conn()
         cur = await conn.execute(Q["claim_jobs"], params)
         jobs = claimed_jobs(await cur.fetchall(), token)
@@ -269,11 +270,12 @@ class Worker:
         """A job enqueue_handoff leased to this worker (see sql/queries/queue.sql for the fields)."""
         try:
             head, _, payload_json = payload.partition("\n")
-            (job_id, run_at, token, kind, queue, priority, max_attempts, backoff_base_ms,
-             backoff_cap_ms) = jsontext.loads(head)
+            # Our own format (ints within int64, a float, strings): orjson as is.
+            (job_id, run_at, kind, queue, priority, max_attempts, backoff_base_ms,
+             backoff_cap_ms) = orjson.loads(head)
             job = Job(job_id, job_id, None, kind, queue, payload_json, priority,
                       datetime.fromtimestamp(run_at, timezone.utc), 1, 0, max_attempts, backoff_base_ms,
-                      backoff_cap_ms, None, uuid.UUID(token))
+                      backoff_cap_ms, None, self._handoff_token)
         except (ValueError, TypeError) as exc:  # not ours to guess at: its lease expires and it is rescued
             log.error("ignoring a malformed hand-off notification (%s)", exc)
             return

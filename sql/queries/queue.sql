@@ -10,7 +10,7 @@ WITH new AS (
 ), ins AS (
     INSERT INTO pgjobs.jobs (id, root_id, kind, queue, payload, priority, run_at,
                              max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
-    SELECT new.id, new.id, %(kind)s, %(queue)s, %(payload)s, %(priority)s,
+    SELECT new.id, new.id, %(kind)s, %(queue)s, %(payload)s::jsonb, %(priority)s,
            coalesce(%(run_at)s, now()) + make_interval(secs => %(delay)s),
            %(max_attempts)s, %(backoff_base_ms)s, %(backoff_cap_ms)s, %(dedupe_key)s
     FROM new
@@ -24,22 +24,22 @@ WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXI
 
 -- name: enqueue_handoff
 -- Enqueue one root job and, when a live worker waits idle on its queue, hand it over in the same
--- statement: the row goes in already leased to that worker (attempt 1) and the notification on the
--- worker's own channel carries it, so the worker starts it without claiming. With no such waiter
--- (or a job too big for a notification: %(note)s NULL, or a long payload) this is a plain enqueue.
--- Callers use it only for a statement that is its own transaction, so the lease starts when the
--- job becomes visible. The caller makes the lease token and the notification's middle (%(note)s:
--- `,"token","kind","queue",priority,max_attempts,backoff_base_ms,backoff_cap_ms]`): building
--- them here (gen_random_uuid, json_build_array of the row) cost ~40 µs of every wake-up. The
--- notification is `[id,run_at epoch` + note + newline + the payload as jsonb prints it (so a
--- handed job reads the same payload text as a claimed one).
+-- statement: the row goes in already leased to that worker (attempt 1, the lease token its offer
+-- holds) and the notification on the worker's own channel carries it, so the worker starts it
+-- without claiming. With no such waiter (or a job too big for a notification: %(note)s NULL, or a
+-- long payload) this is a plain enqueue. Callers use it only for a statement that is its own
+-- transaction, so the lease starts when the job becomes visible. The caller makes the
+-- notification's middle (%(note)s: `,"kind","queue",priority,max_attempts,backoff_base_ms,
+-- backoff_cap_ms]`): json_build_array here cost ~40 µs of every wake-up. The notification is
+-- `[id,run_at epoch` + note + newline + the payload as jsonb prints it (so a handed job reads the
+-- same payload text as a claimed one).
 -- The waiter is only read, never locked or updated (that cost ~0.1 ms of every wake-up): its offer
 -- is refreshed by its own claims, and a worker handed more than it has free slots for keeps the
 -- extra ones leased and starts them as slots free up (pgjobs.queue.worker), withdrawing its offer.
 WITH taken AS (
-    SELECT w.worker_id, w.channel, w.lease_seconds
+    SELECT w.worker_id, w.channel, w.lease_seconds, w.lease_token
     FROM pgjobs.waiters w
-    WHERE %(queue)s = ANY (w.queues) AND w.free > 0
+    WHERE %(queue)s = ANY (w.queues) AND w.free > 0 AND w.lease_token IS NOT NULL
       AND %(note)s::text IS NOT NULL AND octet_length(%(payload)s::text) <= 6900  -- NOTIFY takes < 8000 bytes
       AND NOT pg_try_advisory_xact_lock_shared(w.lock_key)  -- its listener holds it while alive
     ORDER BY w.since
@@ -50,11 +50,11 @@ WITH taken AS (
     INSERT INTO pgjobs.jobs (id, root_id, kind, queue, payload, priority, max_attempts, backoff_base_ms,
                              backoff_cap_ms, state, attempt, lease_token, lease_expires_at, attempted_at,
                              worker_id)
-    SELECT new.id, new.id, %(kind)s, %(queue)s, %(payload)s, %(priority)s, %(max_attempts)s,
+    SELECT new.id, new.id, %(kind)s, %(queue)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
            %(backoff_base_ms)s, %(backoff_cap_ms)s,
            CASE WHEN t.worker_id IS NULL THEN 'queued' ELSE 'running' END::pgjobs.job_state,
            (t.worker_id IS NOT NULL)::int,
-           CASE WHEN t.worker_id IS NOT NULL THEN %(token)s::uuid END,
+           t.lease_token,
            now() + make_interval(secs => t.lease_seconds),
            CASE WHEN t.worker_id IS NOT NULL THEN now() END,
            t.worker_id
@@ -72,7 +72,7 @@ FROM ins LEFT JOIN taken t ON true;
 WITH ins AS (
     INSERT INTO pgjobs.jobs (id, root_id, parent_id, kind, queue, payload, priority, run_at,
                              max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
-    SELECT nextval('pgjobs.job_id_seq'), p.root_id, p.id, %(kind)s, %(queue)s, %(payload)s, %(priority)s,
+    SELECT nextval('pgjobs.job_id_seq'), p.root_id, p.id, %(kind)s, %(queue)s, %(payload)s::jsonb, %(priority)s,
            coalesce(%(run_at)s, now()) + make_interval(secs => %(delay)s),
            %(max_attempts)s, %(backoff_base_ms)s, %(backoff_cap_ms)s, %(dedupe_key)s
     FROM pgjobs.jobs p
@@ -181,8 +181,9 @@ WITH next AS (
     SELECT CASE WHEN count(*) < %(limit)s THEN greatest(%(idle_slots)s - count(*), 0) ELSE 0 END AS free
     FROM claimed
 ), offered AS (
-    INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds)
-    SELECT %(worker_id)s, %(queues)b::text[], %(channel)s, %(lock_key)s, offer.free, %(lease_seconds)s
+    INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds, lease_token)
+    SELECT %(worker_id)s, %(queues)b::text[], %(channel)s, %(lock_key)s, offer.free, %(lease_seconds)s,
+           %(handoff_token)s
     FROM offer WHERE offer.free > 0
     ON CONFLICT (worker_id) DO NOTHING
 ), changed AS (

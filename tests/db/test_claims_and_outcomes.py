@@ -67,7 +67,7 @@ def test_claim_plan_uses_the_runnable_index_after_a_bulk_load(fresh_dsn):
         conn.commit()
         conn.execute("ANALYZE pgjobs.jobs")
         params = {"queues": ["default"], "limit": 10, "lease_seconds": 30, "worker_id": "x", "channel": "c",
-                  "lock_key": 0, "idle_slots": 0, "lease_token": uuid.uuid4()}
+                  "lock_key": 0, "idle_slots": 0, "lease_token": uuid.uuid4(), "handoff_token": None}
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + Q["claim_jobs"], params).fetchall())
         # The worker runs the claim with its generic plan (plan_cache_mode = force_generic_plan): same walk.
         names = list(params)
@@ -75,7 +75,7 @@ def test_claim_plan_uses_the_runnable_index_after_a_bulk_load(fresh_dsn):
         conn.execute("SET plan_cache_mode = force_generic_plan")
         conn.execute(f"PREPARE claim AS {prepared}")
         generic = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN EXECUTE claim('{default}', 1000, 30, 'x', 'c', 0, 0, gen_random_uuid())").fetchall())
+            "EXPLAIN EXECUTE claim('{default}', 1000, 30, 'x', 'c', 0, 0, gen_random_uuid(), NULL)").fetchall())
     for p in (plan, generic):
         assert "jobs_runnable_idx" in p, p
         assert "Seq Scan on jobs" not in p, p

@@ -16,6 +16,7 @@ from pgjobs.queue import RateLimits, Registry, Worker, WorkerHooks, enqueue, enq
 from pgjobs.queue.jobs import Q
 
 LOCK_KEY = 4242
+TOKEN = uuid.UUID("0123456789abcdef0123456789abcdef")  # the waiter's hand-off lease token
 
 
 @pytest.fixture
@@ -24,8 +25,8 @@ def waiter(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as session:
         session.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         session.execute("LISTEN pgjobs_w_test")
-        session.execute("INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds)"
-                        " VALUES ('w1', '{default}', 'pgjobs_w_test', %s, 2, 30)", (LOCK_KEY,))
+        session.execute("INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds,"
+                        " lease_token) VALUES ('w1', '{default}', 'pgjobs_w_test', %s, 2, 30, %s)", (LOCK_KEY, TOKEN))
         yield session
 
 
@@ -41,8 +42,7 @@ def _free(conn):
 def test_autocommit_enqueue_is_leased_to_the_waiter_and_the_notification_carries_it(fresh_dsn, waiter):
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         job_id = enqueue(conn, "noop", {"n": 1}, priority=3).id
-        state, attempt, worker_id, token = _row(conn, job_id)
-        assert (state, attempt, worker_id) == ("running", 1, "w1") and token is not None
+        assert _row(conn, job_id) == ("running", 1, "w1", TOKEN)  # leased with the waiter's own token
         assert _free(conn) == 2  # the offer is only read: the worker itself keeps it up to date
     (note,) = list(waiter.notifies(timeout=5, stop_after=1))
     assert note.channel == "pgjobs_w_test"
@@ -53,8 +53,7 @@ def test_autocommit_enqueue_is_leased_to_the_waiter_and_the_notification_carries
         (run_at,) = conn.execute("SELECT extract(epoch FROM run_at) FROM pgjobs.jobs WHERE id = %s",
                                  (job_id,)).fetchone()
     assert fields[0] == job_id and fields[1] == float(run_at)
-    assert uuid.UUID(fields[2]) == token
-    assert fields[3:] == ["noop", "default", 3, 3, 2000, 600_000]
+    assert fields[2:] == ["noop", "default", 3, 3, 2000, 600_000]
 
 
 def test_no_hand_off_inside_a_transaction_for_another_queue_too_big_or_without_free_slots(fresh_dsn, waiter):
@@ -74,7 +73,9 @@ def test_no_hand_off_inside_a_transaction_for_another_queue_too_big_or_without_f
         handed = enqueue(conn, "noop").id
         conn.execute("UPDATE pgjobs.waiters SET free = 0")  # what the worker's next claim writes when full
         after_full = enqueue(conn, "noop").id
-        assert [_row(conn, i)[0] for i in (handed, after_full)] == ["running", "queued"]
+        conn.execute("UPDATE pgjobs.waiters SET free = 2, lease_token = NULL")  # an offer from before 0006
+        no_token = enqueue(conn, "noop").id
+        assert [_row(conn, i)[0] for i in (handed, after_full, no_token)] == ["running", "queued", "queued"]
 
 
 def test_a_dead_waiter_is_never_chosen_and_the_rescuer_prunes_it(fresh_dsn, waiter):
@@ -96,7 +97,7 @@ def test_orphaned_hand_offs_go_back_without_spending_an_attempt(fresh_dsn, waite
 
 def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn):
     params = {"queues": ["default"], "lease_seconds": 30, "worker_id": "w2", "channel": "pgjobs_w_2",
-              "lock_key": 7, "lease_token": uuid.uuid4()}
+              "lock_key": 7, "lease_token": uuid.uuid4(), "handoff_token": TOKEN}
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         for _ in range(3):
             enqueue(conn, "noop", queue="default")
@@ -105,6 +106,8 @@ def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn
         assert conn.execute(offer).fetchone() is None  # a full claim: busy, nothing offered
         assert len(conn.execute(Q["claim_jobs"], params | {"limit": 2, "idle_slots": 8}).fetchall()) == 1
         assert conn.execute(offer).fetchone() == (7,)  # 8 free, 1 just taken, nothing else runnable
+        token = "SELECT lease_token FROM pgjobs.waiters WHERE worker_id = 'w2'"
+        assert conn.execute(token).fetchone() == (TOKEN,)  # what its hand-offs will be leased with
         conn.execute(Q["claim_jobs"], params | {"limit": 2, "idle_slots": 0})  # burst / stopping
         assert conn.execute(offer).fetchone() == (0,)
 

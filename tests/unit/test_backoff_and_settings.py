@@ -2,7 +2,7 @@ import pytest
 
 from pgjobs.queue.backoff import backoff_seconds
 from pgjobs.settings import Settings, parse_rate_limits
-from pgjobs.sqlfiles import parse_queries
+from pgjobs.sqlfiles import parse_queries, positional
 
 
 def test_backoff_doubles_from_the_base_and_stops_at_the_cap():
@@ -44,3 +44,10 @@ def test_named_queries_parse_and_reject_duplicates():
     assert parse_queries(text) == {"a": "SELECT 1", "b": "SELECT %(x)s"}
     with pytest.raises(ValueError, match="defined twice"):
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;")
+
+
+def test_positional_numbers_each_distinct_name_once_and_keeps_literal_percent_signs():
+    query, names = positional("SELECT %(b)s, %(a)s, %(b)s::text, '100%%'")
+    assert (query, names) == ("SELECT $1, $2, $1::text, '100%'", ("b", "a"))
+    with pytest.raises(ValueError, match="binary placeholder"):
+        positional("SELECT %(ids)b")
