@@ -5,7 +5,7 @@ returns, verify.checks_for reads that database and checks exactly-once. A figure
 of the table (e.g. "pgqueuer drain") with its repetitions: up to `reps` of them, more than one only
 when the first took less than `rep_budget` seconds; the best is reported beside them all.
 
-Per system: a short sweep over its knob (full runs only, at min(N, 5000), two rounds) picks the setting for
+Per system: a sweep over its knob (full runs only, at the figures' N, two rounds) picks the setting for
 each of drain, audited and fan-out on its own (every system alike; procrastinate's audited reuses
 its drain setting: at ~300 jobs/s a sweep costs minutes); then drain (whose bulk enqueue is the
 enqueue figure), audited and fan-out, their repetitions in turns; pgjobs also with 1, 2 and 4 worker processes; pgbench runs the
@@ -35,7 +35,7 @@ from benchkit.schema import dbname_of, fresh_database, prepare, with_dbname
 RESULT_MARK = "BENCH-RESULT "
 # The knob each system's drain is tuned by and the values the sweep tries. The first is what
 # --quick uses: the best a full run found on this machine (2 cores). procrastinate gets two values
-# only: at ~300 jobs/s each sweep run costs ~15 s.
+# only: at ~300 jobs/s each sweep run costs ~15 s, and its sweeps run at SWEEP_CAP jobs.
 KNOBS = {
     "pgjobs": ("concurrency", [2000, 1000, 4000, 8000]),
     "pgqueuer": ("batch", [100, 50, 500]),
@@ -44,6 +44,7 @@ KNOBS = {
     "bullmq-aof": ("concurrency", [200]),
     "pg-floor": ("", []),
 }
+SWEEP_CAP = {"procrastinate": 5000}
 SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "bullmq", "bullmq-aof", "pg-floor", "pgbench")
 WAKE_ONLY = ("bullmq-aof", "pg-floor")  # context rows for the wake-up figure, nothing else
 WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings")
@@ -65,7 +66,7 @@ class Config:
     wake_samples: int = 200
     wake_warmup: int = 20
     wake_rounds: int = 3  # wake-up runs per system, taken in turns with the other systems
-    sweep_n: int = 5000
+    sweep_n: int | None = None  # jobs per sweep run; None: the figures' N (capped by SWEEP_CAP)
     sweep_rounds: int = 2  # runs per knob value in a sweep, taken in turns
     procs: tuple[int, ...] = (1, 2, 4)
     db_prefix: str = "bench_"
@@ -208,7 +209,10 @@ class Bench:
             """The knob value with the best rate on a short run of `workload`."""
             if len(values) == 1:
                 return {knob: values[0]}
-            n = min(c.n, c.sweep_n)
+            # At the figures' own N: a setting's rank changes with it (pgjobs fan-out, measured: at
+            # 5,000 jobs concurrency 1,000 beat 8,000, 24.6 vs 22.8 k/s; at 20,000 8,000 was 20-37 %
+            # faster, and a 5,000-job sweep had picked 1,000 for the figures).
+            n = min(c.n, c.sweep_n or c.n, SWEEP_CAP.get(system, c.n))
             expected = max(1, n // 6) * 6 if workload == "fanout" else n
             # Rounds in turns, each value judged by its best run: one short run per value let a
             # noisy spell pick a setting 20 % slower (pgjobs audited at 1000 vs 4000, seen).
