@@ -66,9 +66,10 @@ def main(argv: list[str] | None = None) -> int:
     if bench.sweeps:
         tried = "; ".join(f"{r.system} {r.workload} {' '.join(f'{k}={v}' for k, v in r.setting.items())}: "
                           f"{r.result.get('rate', 0):,.0f}/s" for r in bench.sweeps)
-        sizes = ", ".join(f"{s} {n:,}" for s, n in dict.fromkeys(
-            (r.system, r.result.get("n") or 0) for r in bench.sweeps))
-        print(f"\nsettings tried (jobs per run: {sizes}): {tried}")
+        smaller = {r.system: r.result.get("n") or 0 for r in bench.sweeps
+                   if r.workload == "drain" and (r.result.get("n") or 0) < config.n}
+        sizes = "".join(f"; {system} {n:,}" for system, n in smaller.items())
+        print(f"\nsettings tried (jobs per run: N{sizes}): {tried}")
     busiest = max((r.load for f in bench.figures for r in f.runs), default=0.0)
     if busiest > 1.0:
         print(f"\nnote: the machine was busy (1-min load average up to {busiest:.1f} on {os.cpu_count()} cores "
