@@ -12,6 +12,7 @@ is recorded as a failed attempt instead. Writes must therefore touch only the da
 from __future__ import annotations
 
 import logging
+from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -102,9 +103,19 @@ async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
         writers = [i for i in items if i.state is not None and i.outcome.write is not None]
         if writers:
             later: dict = {}  # execute_later rows of the whole group, one executemany per query
-            async with conn.pipeline():
+            async with AsyncExitStack() as pipeline:
+                # Pipeline mode from a write's first statement on: writes that only defer rows
+                # (audit rows, children) leave none to pipeline, and entering it costs a sync.
+                entered = False
+
+                async def pipelined() -> None:
+                    nonlocal entered
+                    if not entered:
+                        entered = True
+                        await pipeline.enter_async_context(conn.pipeline())
+
                 for item in writers:
-                    await item.outcome.write(JobTransaction(conn, item.job, later))
+                    await item.outcome.write(JobTransaction(conn, item.job, later, pipelined))
             await flush_deferred(conn, later)
 
 

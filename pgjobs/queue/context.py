@@ -9,7 +9,7 @@ its root, and a parent fenced out of its lease spawns nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
@@ -44,12 +44,16 @@ class JobTransaction:
     """The completion transaction of one job attempt (a savepoint within a group commit)."""
 
     def __init__(self, conn: psycopg.AsyncConnection, job: Job,
-                 later: dict[str, list[Mapping[str, Any] | tuple]] | None = None) -> None:
+                 later: dict[str, list[Mapping[str, Any] | tuple]] | None = None,
+                 before_statement: Callable[[], Awaitable[None]] | None = None) -> None:
         self.conn = conn
         self.job = job
         self._later = later if later is not None else {}
+        self._before_statement = before_statement  # the group commit's: enter pipeline mode
 
     async def execute(self, query: str, params: Mapping[str, Any] | tuple | None = None) -> psycopg.AsyncCursor:
+        if self._before_statement:
+            await self._before_statement()
         return await self.conn.execute(query, params)
 
     def enqueue_child_later(self, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> None:
@@ -82,6 +86,8 @@ class JobTransaction:
     async def enqueue_child(self, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
         spec = JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)
         params = spec.params() | {"parent_id": self.job.id}
+        if self._before_statement:
+            await self._before_statement()
         for _ in range(5):
             cur = await self.conn.execute(Q["enqueue_child"], params)
             rows = await cur.fetchall()
