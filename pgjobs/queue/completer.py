@@ -103,19 +103,19 @@ async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
         writers = [i for i in items if i.state is not None and i.outcome.write is not None]
         if writers:
             later: dict = {}  # execute_later rows of the whole group, one executemany per query
-            async with AsyncExitStack() as pipeline:
+            async with AsyncExitStack() as stack:
                 # Pipeline mode from a write's first statement on: writes that only defer rows
-                # (audit rows, children) leave none to pipeline, and entering it costs a sync.
+                # (audit rows, children) leave nothing to pipeline, and leaving it costs a sync.
                 entered = False
 
-                async def pipelined() -> None:
+                async def enter_pipeline() -> None:
                     nonlocal entered
                     if not entered:
                         entered = True
-                        await pipeline.enter_async_context(conn.pipeline())
+                        await stack.enter_async_context(conn.pipeline())
 
                 for item in writers:
-                    await item.outcome.write(JobTransaction(conn, item.job, later, pipelined))
+                    await item.outcome.write(JobTransaction(conn, item.job, later, enter_pipeline))
             await flush_deferred(conn, later)
 
 

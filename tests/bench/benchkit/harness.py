@@ -206,7 +206,7 @@ class Bench:
         values = values[:1] if c.quick else values
 
         def tuned(workload: str) -> dict:
-            """The knob value with the best rate on a short run of `workload`."""
+            """The knob value with the best rate on runs of `workload` (see below)."""
             if len(values) == 1:
                 return {knob: values[0]}
             # At the figures' own N: a setting's rank changes with it (pgjobs fan-out, measured: at
