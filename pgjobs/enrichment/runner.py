@@ -22,7 +22,7 @@ from pydantic import ValidationError
 from pgjobs import jsontext
 from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, ENTITIES, MAX_ATTEMPTS, PAYLOADS, PRIORITY, SOURCES, Op, Payload
 from pgjobs.enrichment.providers import Providers, ProviderError, RateLimited, count_api_calls
-from pgjobs.queue import Complete, Discard, Enqueued, Job, JobContext, JobTransaction, Outcome, Retry, Snooze
+from pgjobs.queue import Complete, CopyInto, Discard, Enqueued, Job, JobContext, JobTransaction, Outcome, Retry, Snooze
 from pgjobs.settings import Settings
 from pgjobs.sqlfiles import load_queries
 
@@ -32,6 +32,7 @@ Next = Literal["complete", "retry", "snooze", "discard"]
 # Column types of Q["copy_log"], in order (metadata goes in as JSON text).
 LOG_TYPES = ("text", "uuid", "text", "text[]", "text", "text", "text[]", "text", "text", "int4", "int4", "text",
              "text", "text", "int8", "int8", "bool", "int4", "text")
+LOG = CopyInto(Q["copy_log"], LOG_TYPES)
 
 
 @dataclass
@@ -99,18 +100,22 @@ def _triggered_by(raw: Any) -> str:
     return value if isinstance(value, str) and value else "system"
 
 
-async def write_log(tx: JobTransaction, op: Op, result: Result, *, entity_id: UUID | None, duration_ms: int,
-                    api_calls: int, triggered_by: str) -> None:
-    """Queue this attempt's one log row; it is COPYed in with the group's others, in the same
-    transaction as the job's outcome."""
-    job = tx.job
-    tx.copy_later(Q["copy_log"], (
+def log_row(job: Job, op: Op, result: Result, *, entity_id: UUID | None, duration_ms: int, api_calls: int,
+            triggered_by: str) -> tuple:
+    """This attempt's one log row, for LOG."""
+    return (
         ENTITIES[op][0], entity_id, op.value, result.sources or SOURCES[op], result.status, result.reason,
         result.fields_enriched, result.quality_before, result.quality_after, duration_ms, api_calls,
         jsontext.dumps(result.metadata, default=str), result.error_message, result.error_code,
         # Lineage from the job row, never from a processor: flat link to the root.
         job.id, None if job.parent_id is None else job.root_id, job.parent_id is None, job.attempt, triggered_by,
-    ), types=LOG_TYPES)
+    )
+
+
+async def write_log(tx: JobTransaction, op: Op, result: Result, **audit: Any) -> None:
+    """Queue this attempt's one log row; it is COPYed in with the group's others, in the same
+    transaction as the job's outcome."""
+    tx.copy_rows_later([(LOG, log_row(tx.job, op, result, **audit))])
 
 
 async def spawn(tx: JobTransaction, result: Result, op: Op, payload: Payload, *, dedupe_key: str | None = None
@@ -124,14 +129,14 @@ async def spawn(tx: JobTransaction, result: Result, op: Op, payload: Payload, *,
     return child
 
 
-def _outcome(result: Result, write) -> Outcome:
+def _outcome(result: Result, write, rows) -> Outcome:
     if result.next == "snooze":
-        return Snooze(result.delay or 1.0, result.reason, write=write)
+        return Snooze(result.delay or 1.0, result.reason, write=write, rows=rows)
     if result.next == "retry":
-        return Retry(result.error_message or result.reason, delay=result.delay, write=write)
+        return Retry(result.error_message or result.reason, delay=result.delay, write=write, rows=rows)
     if result.next == "discard":
-        return Discard(result.error_message or result.reason, write=write)
-    return Complete(write)
+        return Discard(result.error_message or result.reason, write=write, rows=rows)
+    return Complete(write, rows=rows)
 
 
 def make_handler(op: Op, processor: Processor, env: Env) -> Callable[[JobContext], Awaitable[Outcome]]:
@@ -161,10 +166,13 @@ def make_handler(op: Op, processor: Processor, env: Env) -> Callable[[JobContext
         audit = {"entity_id": _entity_id(op, raw), "duration_ms": duration_ms, "api_calls": calls.value,
                  "triggered_by": _triggered_by(raw)}
 
-        async def write(tx: JobTransaction) -> None:
-            if result.apply is not None:
-                await result.apply(tx, result)
-            await write_log(tx, op, result, **audit)
+        if result.apply is None:  # nothing to run in the transaction: the log row rides on the outcome
+            write, rows = None, [(LOG, log_row(job, op, result, **audit))]
+        else:
+            async def write(tx: JobTransaction) -> None:
+                await result.apply(tx, result)  # may note its children in result.metadata
+                await write_log(tx, op, result, **audit)
+            rows = None
 
         def on_write_error(message: str):
             failed = Result("FAILED", "could not save the results; will retry", error_code="WRITE_FAILED",
@@ -174,7 +182,7 @@ def make_handler(op: Op, processor: Processor, env: Env) -> Callable[[JobContext
                 await write_log(tx, op, failed, **audit)
             return write_failure
 
-        outcome = _outcome(result, write)
+        outcome = _outcome(result, write, rows)
         outcome.on_write_error = on_write_error
         return outcome
 

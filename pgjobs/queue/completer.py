@@ -1,7 +1,7 @@
 """The completer: writes finished attempts' outcomes, several jobs per transaction (group commit).
 
 Each job's unit — its fenced state change plus its `write` callback (effects, audit row, children)
-— is atomic: it commits whole or not at all. Fast path: one transaction for the group; one
+and its `rows` — is atomic: it commits whole or not at all. Fast path: one transaction for the group; one
 UPDATE fences and records every outcome (its row locks keep rescuer and cancel out until commit),
 then only the jobs that still held their lease run their writes, pipelined. If any write fails, the
 group is rolled back and replayed carefully: one savepoint per job, and a job whose write failed
@@ -19,7 +19,7 @@ from typing import Any, Iterable
 import psycopg
 
 from pgjobs.queue.backoff import backoff_seconds
-from pgjobs.queue.context import JobTransaction, flush_deferred
+from pgjobs.queue.context import JobTransaction, Later, defer_rows, flush_deferred
 from pgjobs.queue.errors import LeaseLost
 from pgjobs.queue.jobs import Job, Q
 from pgjobs.queue.outcomes import Complete, Discard, HandBack, Outcome, Retry, Snooze
@@ -91,31 +91,43 @@ async def _apply(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
         item.state = states.get(item.job.id)
 
 
+def _writes(outcome: Outcome) -> bool:
+    return outcome.write is not None or bool(outcome.rows)
+
+
 async def _write_one(conn: psycopg.AsyncConnection, item: Finished) -> None:
     tx = JobTransaction(conn, item.job)
-    await item.outcome.write(tx)
+    if item.outcome.write is not None:
+        await item.outcome.write(tx)
+    if item.outcome.rows:
+        tx.copy_rows_later(item.outcome.rows)
     await tx.flush_later()
 
 
 async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
     async with conn.transaction():
         await _apply(conn, items)
-        writers = [i for i in items if i.state is not None and i.outcome.write is not None]
-        if writers:
-            later: dict = {}  # execute_later rows of the whole group, one executemany per query
-            async with AsyncExitStack() as stack:
-                # Pipeline mode from a write's first statement on: writes that only defer rows
-                # (audit rows, children) leave nothing to pipeline, and leaving it costs a sync.
-                entered = False
+        later: Later = {}  # deferred rows of the whole group: one COPY / executemany per target
+        async with AsyncExitStack() as stack:
+            # Pipeline mode from a write's first statement on: writes that only defer rows
+            # (audit rows, children) leave nothing to pipeline, and leaving it costs a sync.
+            entered = False
 
-                async def enter_pipeline() -> None:
-                    nonlocal entered
-                    if not entered:
-                        entered = True
-                        await stack.enter_async_context(conn.pipeline())
+            async def enter_pipeline() -> None:
+                nonlocal entered
+                if not entered:
+                    entered = True
+                    await stack.enter_async_context(conn.pipeline())
 
-                for item in writers:
-                    await item.outcome.write(JobTransaction(conn, item.job, later, enter_pipeline))
+            for item in items:
+                if item.state is None:
+                    continue
+                outcome = item.outcome
+                if outcome.write is not None:
+                    await outcome.write(JobTransaction(conn, item.job, later, enter_pipeline))
+                if outcome.rows:
+                    defer_rows(later, outcome.rows)
+        if later:
             await flush_deferred(conn, later)
 
 
@@ -123,7 +135,7 @@ async def _unit(conn: psycopg.AsyncConnection, item: Finished) -> None:
     """One job's outcome and write, in a savepoint of its own."""
     async with conn.transaction():
         await _apply(conn, [item])
-        if item.state is not None and item.outcome.write is not None:
+        if item.state is not None and _writes(item.outcome):
             await _write_one(conn, item)
 
 
@@ -177,6 +189,6 @@ async def record_outcome(conn: psycopg.AsyncConnection, job: Job, outcome: Outco
     await _apply(conn, [item])
     if item.state is None:
         raise LeaseLost(job.id, job.attempt)
-    if outcome.write is not None:
+    if _writes(outcome):
         await _write_one(conn, item)
     return item.state

@@ -16,6 +16,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue.errors import QueueError
 from pgjobs.queue.jobs import Enqueued, Job, JobSpec, Q, bulk_params, copyable, payload_text
+from pgjobs.queue.outcomes import CopyInto, Rows
 
 if TYPE_CHECKING:
     from pgjobs.queue.limits import RateLimits
@@ -37,14 +38,16 @@ class JobContext:
 
 _CHILDREN = "\0children"  # key of the deferred children in the group's `later` map
 _CHILD_COPY_TYPES = ["int8", "int8", "text", "text", "text", "int4", "int4", "int4", "int4"]  # payload as JSON text
-_COPY = "\0copy"  # (_COPY, statement) keys hold rows for COPY
+# A group's deferred rows, by key: _CHILDREN, a CopyInto (rows for one COPY), or a query's text
+# (parameter sets for one executemany).
+Later = dict[Any, list]
 
 
 class JobTransaction:
     """The completion transaction of one job attempt (a savepoint within a group commit)."""
 
     def __init__(self, conn: psycopg.AsyncConnection, job: Job,
-                 later: dict[str, list[Mapping[str, Any] | tuple]] | None = None,
+                 later: Later | None = None,
                  before_statement: Callable[[], Awaitable[None]] | None = None) -> None:
         self.conn = conn
         self.job = job
@@ -73,7 +76,11 @@ class JobTransaction:
         `COPY table (columns) FROM STDIN` statement goes in with one COPY (the cheapest insert
         PostgreSQL has), still inside this transaction. `types` (PostgreSQL type names, one per
         column, e.g. "int8", "text[]") spares psycopg a type lookup per value."""
-        self._later.setdefault((_COPY, copy_statement, types), []).append(row)  # type: ignore[arg-type]
+        self._later.setdefault(CopyInto(copy_statement, None if types is None else tuple(types)), []).append(row)
+
+    def copy_rows_later(self, rows: Rows) -> None:
+        """copy_later for `(CopyInto, values)` pairs, as an outcome's `rows` carries them."""
+        defer_rows(self._later, rows)
 
     async def flush_later(self) -> None:
         pending, self._later = self._later, {}
@@ -81,7 +88,7 @@ class JobTransaction:
 
     @property
     def _children(self) -> list:
-        return self._later.setdefault(_CHILDREN, [])  # type: ignore[return-value]
+        return self._later.setdefault(_CHILDREN, [])
 
     async def enqueue_child(self, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
         spec = JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)
@@ -100,7 +107,14 @@ class JobTransaction:
         raise QueueError(f"could not settle dedupe key {spec.dedupe_key!r}")
 
 
-async def flush_deferred(conn: psycopg.AsyncConnection, later: dict) -> None:
+def defer_rows(later: Later, rows: Rows) -> None:
+    for target, values in rows:
+        if type(target) is not CopyInto:
+            raise TypeError(f"rows take (CopyInto, values) pairs, not {type(target).__name__}")
+        later.setdefault(target, []).append(values)
+
+
+async def flush_deferred(conn: psycopg.AsyncConnection, later: Later) -> None:
     """Write a group's deferred rows: children in one COPY (or one set-based insert when some have
     a dedupe key or a schedule), COPY rows in one COPY per statement, the rest in one executemany
     per query. Not in pipeline mode (COPY cannot be)."""
@@ -120,11 +134,11 @@ async def flush_deferred(conn: psycopg.AsyncConnection, later: dict) -> None:
             await conn.execute(Q["enqueue_children"], params)
     for key, rows in later.items():
         async with conn.cursor() as cur:
-            if isinstance(key, tuple):
-                types = key[2]
+            if type(key) is CopyInto:
+                types = key.types
                 if types and "text[]" in types:
                     rows, types = _text_arrays_as_literals(rows, types)
-                async with cur.copy(key[1]) as copy:
+                async with cur.copy(key.statement) as copy:
                     if types:
                         copy.set_types(types)
                     for row in rows:

@@ -3,11 +3,13 @@
 Each outcome may carry `write`, an async callback run inside the job's completion transaction
 (with the fenced state change, in one savepoint): effects, audit rows and child jobs commit
 together or not at all. HTTP and other slow work belongs before it, in the handler body.
+Append-only rows known when the handler returns (an audit row) can ride along as `rows` instead:
+`(CopyInto, values)` pairs, COPYed in the same transaction with no callback to run.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Awaitable, Callable
+from typing import TYPE_CHECKING, Awaitable, Callable, NamedTuple, Sequence
 
 if TYPE_CHECKING:
     from pgjobs.queue.context import JobTransaction
@@ -15,50 +17,69 @@ if TYPE_CHECKING:
 Write = Callable[["JobTransaction"], Awaitable[None]]
 
 
+class CopyInto(NamedTuple):
+    """Where append-only rows go: `COPY table (columns) FROM STDIN`, and optionally the columns'
+    PostgreSQL type names (e.g. "int8", "text[]"), which spare psycopg a type lookup per value.
+    Make one per table at import; a group commit sends all its rows for one target in one COPY."""
+
+    statement: str
+    types: tuple[str, ...] | None = None
+
+
+Rows = Sequence[tuple[CopyInto, Sequence[object]]]
+
+
 class Outcome(Exception):
     """Base of handler outcomes; an Exception so a handler may raise one from deep inside.
 
-    `on_write_error`, when set, gives the write to commit instead if `write` itself fails (the
-    attempt is then recorded as a failed one): e.g. an audit row saying why.
+    `on_write_error`, when set, gives the write to commit instead if `write` or `rows` fail (the
+    attempt is then recorded as a failed one, without `rows`): e.g. an audit row saying why.
     """
 
     write: Write | None = None
+    rows: Rows | None = None  # appended after `write`, in the same savepoint
     on_write_error: Callable[[str], Write | None] | None = None
 
 
 class Complete(Outcome):
-    def __init__(self, write: Write | None = None) -> None:
+    def __init__(self, write: Write | None = None, *, rows: Rows | None = None) -> None:
         super().__init__("complete")
         self.write = write
+        self.rows = rows
 
 
 class Retry(Outcome):
     """A failed attempt: retried with backoff (or after `delay` seconds) until attempts run out."""
 
-    def __init__(self, error: str, *, delay: float | None = None, write: Write | None = None) -> None:
+    def __init__(self, error: str, *, delay: float | None = None, write: Write | None = None,
+                 rows: Rows | None = None) -> None:
         super().__init__(error)
         self.error = error
         self.delay = delay
         self.write = write
+        self.rows = rows
 
 
 class Snooze(Outcome):
     """Run again after `seconds` without spending an attempt (e.g. a 429 with Retry-After)."""
 
-    def __init__(self, seconds: float, reason: str = "snoozed", *, write: Write | None = None) -> None:
+    def __init__(self, seconds: float, reason: str = "snoozed", *, write: Write | None = None,
+                 rows: Rows | None = None) -> None:
         super().__init__(reason)
         self.seconds = max(0.0, float(seconds))
         self.reason = reason
         self.write = write
+        self.rows = rows
 
 
 class Discard(Outcome):
     """Fail terminally, no retry: a bad payload, an entity that does not exist."""
 
-    def __init__(self, reason: str, *, write: Write | None = None) -> None:
+    def __init__(self, reason: str, *, write: Write | None = None, rows: Rows | None = None) -> None:
         super().__init__(reason)
         self.reason = reason
         self.write = write
+        self.rows = rows
 
 
 class HandBack(Outcome):

@@ -8,7 +8,7 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from pgjobs.queue import Complete, Discard, JobSpec, LeaseLost, Retry, Snooze, enqueue, enqueue_many, record_outcome
+from pgjobs.queue import Complete, CopyInto, Discard, JobSpec, LeaseLost, Retry, Snooze, enqueue, enqueue_many, record_outcome
 from pgjobs.queue.jobs import Q
 
 
@@ -202,3 +202,35 @@ async def test_a_group_of_completions_is_fenced_job_by_job_across_claims(fresh_d
     assert [i.state for i in items] == [None, "succeeded", "succeeded"]
     cur = await aconn.execute("SELECT id, state::text FROM pgjobs.jobs ORDER BY id")
     assert await cur.fetchall() == [(first[0].id, "running"), (first[1].id, "succeeded"), (second.id, "succeeded")]
+
+
+async def test_outcome_rows_commit_only_with_a_job_that_keeps_its_lease_and_a_refused_row_fails_only_its_job(
+        fresh_dsn, aconn, claim_jobs):
+    """`rows` ride on the outcome and are COPYed in the group's transaction. A fenced-out job's rows
+    are dropped; a job whose row the table refuses (or whose rows are malformed) becomes a failed
+    attempt without them, and the rest of the group keeps theirs."""
+    from pgjobs.queue.completer import Finished, write_outcomes
+
+    await aconn.execute("CREATE TABLE notes (job_id bigint NOT NULL CHECK (job_id > 0), tags text[])")
+    notes = CopyInto("COPY notes (job_id, tags) FROM STDIN", ("int8", "text[]"))
+    _enqueue(fresh_dsn, *[JobSpec(kind="noop") for _ in range(5)])
+    jobs = await claim_jobs(aconn, worker_id="A", limit=5)
+    await aconn.execute("UPDATE pgjobs.jobs SET lease_token = gen_random_uuid() WHERE id = %s", (jobs[0].id,))
+    fenced, retried, refused, twice, malformed = jobs
+    items = [
+        Finished(fenced, Complete(rows=[(notes, (fenced.id, ["lost"]))]), 0.0),
+        Finished(retried, Retry("try later", rows=[(notes, (retried.id, ["b", 'q"uote', "back\\slash"]))]), 0.0),
+        Finished(refused, Complete(rows=[(notes, (-1, ["refused"]))]), 0.0),
+        Finished(twice, Complete(rows=[(notes, (twice.id, ["d"])), (notes, (twice.id, []))]), 0.0),
+        Finished(malformed, Complete(rows=[(notes.statement, (malformed.id, ["m"]))]), 0.0),
+    ]
+    clean, troubled = [items[0], items[1], items[3]], [items[2], items[4]]
+    await write_outcomes(aconn, clean)  # one transaction, no replay
+    await write_outcomes(aconn, troubled)  # replayed job by job
+    assert [i.state for i in items] == [None, "queued", "queued", "succeeded", "queued"]
+    assert "CheckViolation" in items[2].write_error
+    assert items[4].write_error == "TypeError: rows take (CopyInto, values) pairs, not str"
+    cur = await aconn.execute("SELECT job_id, tags FROM notes ORDER BY job_id, cardinality(tags) DESC")
+    assert await cur.fetchall() == [(retried.id, ["b", 'q"uote', "back\\slash"]), (twice.id, ["d"]), (twice.id, [])]
+    for job in (refused, malformed):
+        assert "completion write failed" in (await _state(aconn, job.id))[4]

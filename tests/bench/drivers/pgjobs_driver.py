@@ -2,8 +2,8 @@
 
 Run by the harness with the project's interpreter and PYTHONPATH=repo root. Uses exactly what an
 application uses: `enqueue_many` on a sync connection, a `Worker` over an autocommit pool (as
-`pgjobs worker` builds it), handlers that return `Complete(write=...)` so the audit row and the
-children commit in the job's completion transaction. (Named *_driver so that, run as a script,
+`pgjobs worker` builds it), handlers that return `Complete(rows=..., write=...)` so the audit row
+and the children commit in the job's completion transaction. (Named *_driver so that, run as a script,
 it does not shadow the `pgjobs` package.)
 
 Workloads: drain (bulk enqueue N, then drain them), audited, fanout, wake, procs (K worker
@@ -22,7 +22,7 @@ import time
 import psycopg
 
 from pgjobs import jsontext, migrations
-from pgjobs.queue import Complete, JobSpec, RateLimits, Registry, Worker, WorkerHooks, enqueue_async, enqueue_many
+from pgjobs.queue import Complete, CopyInto, JobSpec, RateLimits, Registry, Worker, WorkerHooks, enqueue_async, enqueue_many
 from protocol import (
     DRAIN_KINDS, FANOUT_CHILDREN, LOG_COPY, LOG_COPY_TYPES, Args, Stopwatch, drain_result, emit, fanout_roots,
     log_values, parse_args, spacing,
@@ -38,6 +38,7 @@ except ImportError:  # pragma: no cover
         await pool.open(wait=True)
         return pool
 
+AUDIT = CopyInto(LOG_COPY, LOG_COPY_TYPES)
 WORKLOADS = ("drain", "audited", "fanout", "wake", "procs", "_child")
 DEFAULT_CONCURRENCY = 100
 
@@ -60,34 +61,38 @@ class Bench:
         self.executed.append(ctx.job.id)
 
     async def audited(self, ctx) -> Complete:
-        return self._logged(ctx, children=0)
+        return self._logged(ctx)
 
     async def fan_root(self, ctx) -> Complete:
-        return self._logged(ctx, children=FANOUT_CHILDREN)
+        outcome = self._logged(ctx)
+        seq = ctx.job.payload.get("seq", 0)
+
+        async def write(tx) -> None:
+            # Runs inside the completion transaction: children, audit row and state change commit
+            # together. enqueue_child_later batches with the other jobs of the same group commit
+            # (one COPY of children), still fenced by each job's lease.
+            for c in range(FANOUT_CHILDREN):
+                tx.enqueue_child_later("fan.child", {"seq": seq * 10 + c + 1})
+
+        outcome.write = write
+        return outcome
 
     async def fan_child(self, ctx) -> Complete:
-        return self._logged(ctx, children=0)
+        return self._logged(ctx)
 
     async def wake(self, ctx) -> None:
         self.started_at[ctx.job.payload["seq"]] = time.perf_counter()
         self.executed.append(ctx.job.id)
 
-    def _logged(self, ctx, *, children: int) -> Complete:
+    def _logged(self, ctx) -> Complete:
+        """The audit row rides on the outcome (`rows`): the completer COPYs it in the job's
+        completion transaction, with the group's other rows."""
         started = time.perf_counter()
         job, seq = ctx.job, ctx.job.payload.get("seq", 0)
         self.executed.append(job.id)
-
-        async def write(tx) -> None:
-            # Runs inside the completion transaction: audit row + children + state change commit together.
-            # The *_later calls batch with the other jobs of the same group commit (one COPY of audit
-            # rows, one set-based child insert) — still inside that transaction, fenced by each lease.
-            duration_ms = int((time.perf_counter() - started) * 1000)
-            tx.copy_later(LOG_COPY, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms,
-                                               attempt=job.attempt, encode=jsontext.dumps), types=LOG_COPY_TYPES)
-            for c in range(children):
-                tx.enqueue_child_later("fan.child", {"seq": seq * 10 + c + 1})
-
-        return Complete(write=write)
+        duration_ms = int((time.perf_counter() - started) * 1000)
+        return Complete(rows=[(AUDIT, log_values(job.id, None if job.is_root else job.root_id, seq, duration_ms,
+                                                 attempt=job.attempt, encode=jsontext.dumps))])
 
 
 def reset(dsn: str) -> None:
