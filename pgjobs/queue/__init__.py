@@ -25,8 +25,8 @@ from pgjobs.queue.registry import Handler, Registry, default_registry
 from pgjobs.queue.worker import Worker, WorkerHooks
 
 __all__ = [
-    "DEFAULT_QUEUE", "Complete", "CopyInto", "Discard", "Enqueued", "Finished", "HandBack", "Handler", "Job", "JobContext",
-    "JobNotFound", "JobSpec", "JobTransaction", "LeaseLost", "Outcome", "PayloadError", "QueueError",
+    "DEFAULT_QUEUE", "Complete", "CopyInto", "Discard", "Enqueued", "Finished", "HandBack", "Handler", "Job",
+    "JobContext", "JobNotFound", "JobSpec", "JobTransaction", "LeaseLost", "Outcome", "PayloadError", "QueueError",
     "RateLimits", "Registry", "Retry", "Snooze", "Worker", "WorkerHooks", "default_registry", "enqueue",
     "enqueue_async", "enqueue_many", "enqueue_many_async", "record_outcome",
 ]

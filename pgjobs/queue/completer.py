@@ -1,12 +1,12 @@
 """The completer: writes finished attempts' outcomes, several jobs per transaction (group commit).
 
 Each job's unit — its fenced state change plus its `write` callback (effects, audit row, children)
-and its `rows` — is atomic: it commits whole or not at all. Fast path: one transaction for the group; one
-UPDATE fences and records every outcome (its row locks keep rescuer and cancel out until commit),
-then only the jobs that still held their lease run their writes, pipelined. If any write fails, the
-group is rolled back and replayed carefully: one savepoint per job, and a job whose write failed
-is recorded as a failed attempt instead. Writes must therefore touch only the database
-(they may run twice; only one run ever commits).
+and its `rows` — is atomic: it commits whole or not at all. Fast path: one transaction for the
+group; one UPDATE fences and records every outcome (its row locks keep rescuer and cancel out until
+commit), then only the jobs that still held their lease run their writes, pipelined, and their rows
+join the group's COPYs. If any write fails, the group is rolled back and replayed carefully: one
+savepoint per job, and a job whose write failed is recorded as a failed attempt instead. Writes must
+therefore touch only the database (they may run twice; only one run ever commits).
 """
 
 from __future__ import annotations

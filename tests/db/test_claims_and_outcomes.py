@@ -8,7 +8,8 @@ from datetime import timedelta
 import psycopg
 import pytest
 
-from pgjobs.queue import Complete, CopyInto, Discard, JobSpec, LeaseLost, Retry, Snooze, enqueue, enqueue_many, record_outcome
+from pgjobs.queue import (Complete, CopyInto, Discard, JobSpec, LeaseLost, Retry, Snooze, enqueue, enqueue_many,
+                          record_outcome)
 from pgjobs.queue.jobs import Q
 
 

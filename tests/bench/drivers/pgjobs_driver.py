@@ -22,7 +22,8 @@ import time
 import psycopg
 
 from pgjobs import jsontext, migrations
-from pgjobs.queue import Complete, CopyInto, JobSpec, RateLimits, Registry, Worker, WorkerHooks, enqueue_async, enqueue_many
+from pgjobs.queue import (Complete, CopyInto, JobSpec, RateLimits, Registry, Worker, WorkerHooks, enqueue_async,
+                          enqueue_many)
 from protocol import (
     DRAIN_KINDS, FANOUT_CHILDREN, LOG_COPY, LOG_COPY_TYPES, Args, Stopwatch, drain_result, emit, fanout_roots,
     log_values, parse_args, spacing,
