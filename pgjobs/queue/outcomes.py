@@ -40,12 +40,15 @@ class Outcome(Exception):
     rows: Rows | None = None  # appended after `write`, in the same savepoint
     on_write_error: Callable[[str], Write | None] | None = None
 
+    def __init__(self, message: str, *, write: Write | None = None, rows: Rows | None = None) -> None:
+        super().__init__(message)
+        self.write = write
+        self.rows = rows
+
 
 class Complete(Outcome):
     def __init__(self, write: Write | None = None, *, rows: Rows | None = None) -> None:
-        super().__init__("complete")
-        self.write = write
-        self.rows = rows
+        super().__init__("complete", write=write, rows=rows)
 
 
 class Retry(Outcome):
@@ -53,11 +56,9 @@ class Retry(Outcome):
 
     def __init__(self, error: str, *, delay: float | None = None, write: Write | None = None,
                  rows: Rows | None = None) -> None:
-        super().__init__(error)
+        super().__init__(error, write=write, rows=rows)
         self.error = error
         self.delay = delay
-        self.write = write
-        self.rows = rows
 
 
 class Snooze(Outcome):
@@ -65,21 +66,17 @@ class Snooze(Outcome):
 
     def __init__(self, seconds: float, reason: str = "snoozed", *, write: Write | None = None,
                  rows: Rows | None = None) -> None:
-        super().__init__(reason)
+        super().__init__(reason, write=write, rows=rows)
         self.seconds = max(0.0, float(seconds))
         self.reason = reason
-        self.write = write
-        self.rows = rows
 
 
 class Discard(Outcome):
     """Fail terminally, no retry: a bad payload, an entity that does not exist."""
 
     def __init__(self, reason: str, *, write: Write | None = None, rows: Rows | None = None) -> None:
-        super().__init__(reason)
+        super().__init__(reason, write=write, rows=rows)
         self.reason = reason
-        self.write = write
-        self.rows = rows
 
 
 class HandBack(Outcome):
