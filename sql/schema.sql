@@ -212,59 +212,52 @@ UNION ALL
   WHERE ((l.job_id IS NOT NULL) AND (l.parent_job_id IS NOT NULL));
 
 CREATE VIEW public.enrichment_roots AS
- WITH latest AS (
-         SELECT DISTINCT ON (enrichment_timeline.job_id) enrichment_timeline.job_id,
-            enrichment_timeline.root_job_id,
-            enrichment_timeline.is_root_job,
-            enrichment_timeline.entity_type,
-            enrichment_timeline.entity_id,
-            enrichment_timeline.operation,
-            enrichment_timeline.status,
-            enrichment_timeline.triggered_by
-           FROM public.enrichment_timeline
-          ORDER BY enrichment_timeline.job_id, enrichment_timeline.created_at DESC, enrichment_timeline.id DESC
-        ), totals AS (
-         SELECT enrichment_timeline.root_job_id,
-            min(enrichment_timeline.created_at) AS first_activity_at,
-            max(enrichment_timeline.created_at) AS last_activity_at,
-            count(*) FILTER (WHERE enrichment_timeline.is_root_job) AS root_attempts,
-            sum(enrichment_timeline.duration_ms) AS total_duration_ms,
-            sum(enrichment_timeline.api_call_count) AS total_api_calls
-           FROM public.enrichment_timeline
-          GROUP BY enrichment_timeline.root_job_id
-        ), descendants AS (
-         SELECT latest.root_job_id,
-            count(*) AS descendants,
-            count(*) FILTER (WHERE (latest.status = 'SUCCESS'::text)) AS descendants_success,
-            count(*) FILTER (WHERE (latest.status = 'PARTIAL_SUCCESS'::text)) AS descendants_partial,
-            count(*) FILTER (WHERE (latest.status = 'SKIPPED'::text)) AS descendants_skipped,
-            count(*) FILTER (WHERE (latest.status = 'NO_DATA_AVAILABLE'::text)) AS descendants_no_data,
-            count(*) FILTER (WHERE (latest.status = 'FAILED'::text)) AS descendants_failed
-           FROM latest
-          WHERE (NOT latest.is_root_job)
-          GROUP BY latest.root_job_id
-        )
- SELECT r.root_job_id,
+ SELECT f.job_id AS root_job_id,
     r.entity_type,
     r.entity_id,
     r.operation,
     r.status AS latest_status,
     r.triggered_by,
-    t.first_activity_at,
+    f.created_at AS first_activity_at,
     t.last_activity_at,
     t.root_attempts,
-    COALESCE(d.descendants, (0)::bigint) AS descendants,
-    COALESCE(d.descendants_success, (0)::bigint) AS descendants_success,
-    COALESCE(d.descendants_partial, (0)::bigint) AS descendants_partial,
-    COALESCE(d.descendants_skipped, (0)::bigint) AS descendants_skipped,
-    COALESCE(d.descendants_no_data, (0)::bigint) AS descendants_no_data,
-    COALESCE(d.descendants_failed, (0)::bigint) AS descendants_failed,
+    d.descendants,
+    d.descendants_success,
+    d.descendants_partial,
+    d.descendants_skipped,
+    d.descendants_no_data,
+    d.descendants_failed,
     t.total_duration_ms,
     t.total_api_calls
-   FROM ((latest r
-     JOIN totals t USING (root_job_id))
-     LEFT JOIN descendants d USING (root_job_id))
-  WHERE r.is_root_job;
+   FROM (((public.enrichment_log f
+     CROSS JOIN LATERAL ( SELECT l.entity_type,
+            l.entity_id,
+            l.operation,
+            l.status,
+            l.triggered_by
+           FROM public.enrichment_log l
+          WHERE (l.job_id = f.job_id)
+          ORDER BY l.created_at DESC, l.id DESC
+         LIMIT 1) r)
+     CROSS JOIN LATERAL ( SELECT max(tl.created_at) AS last_activity_at,
+            count(*) FILTER (WHERE tl.is_root_job) AS root_attempts,
+            sum(tl.duration_ms) AS total_duration_ms,
+            sum(tl.api_call_count) AS total_api_calls
+           FROM public.enrichment_timeline tl
+          WHERE (tl.root_job_id = f.job_id)) t)
+     CROSS JOIN LATERAL ( SELECT count(*) AS descendants,
+            count(*) FILTER (WHERE (latest.status = 'SUCCESS'::text)) AS descendants_success,
+            count(*) FILTER (WHERE (latest.status = 'PARTIAL_SUCCESS'::text)) AS descendants_partial,
+            count(*) FILTER (WHERE (latest.status = 'SKIPPED'::text)) AS descendants_skipped,
+            count(*) FILTER (WHERE (latest.status = 'NO_DATA_AVAILABLE'::text)) AS descendants_no_data,
+            count(*) FILTER (WHERE (latest.status = 'FAILED'::text)) AS descendants_failed
+           FROM ( SELECT DISTINCT ON (l.job_id) l.status
+                   FROM public.enrichment_log l
+                  WHERE (l.parent_job_id = f.job_id)
+                  ORDER BY l.job_id, l.created_at DESC, l.id DESC) latest) d)
+  WHERE (f.is_root_job AND (NOT (EXISTS ( SELECT
+           FROM public.enrichment_log e
+          WHERE ((e.job_id = f.job_id) AND e.is_root_job AND (ROW(e.created_at, e.id) < ROW(f.created_at, f.id)))))));
 
 CREATE TABLE public.track (
     id uuid DEFAULT gen_random_uuid() NOT NULL,
