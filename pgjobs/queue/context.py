@@ -168,10 +168,28 @@ def _text_arrays_as_literals(rows: list, types: tuple[str, ...]) -> tuple[list, 
     return out, tuple("text" if t == "text[]" else t for t in types)
 
 
+# Audit rows repeat a few arrays (sources, fields enriched): each is rendered once (bounded cache).
+_LITERALS: dict[tuple, str | None] = {}
+
+
 def _array_literal(items: Any) -> str | None:
     """`items` as a PostgreSQL array literal, every element quoted; None unless a list of str."""
     if type(items) is not list:
         return None
+    try:
+        key = tuple(items)
+        return _LITERALS[key]
+    except KeyError:
+        pass
+    except TypeError:  # an unhashable element: not a str
+        return None
+    if len(_LITERALS) >= 1024:
+        _LITERALS.clear()
+    literal = _LITERALS[key] = _render_array(items)
+    return literal
+
+
+def _render_array(items: list) -> str | None:
     if not items:
         return "{}"
     try:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from functools import cached_property
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
@@ -83,6 +82,9 @@ class Enqueued:
     created: bool  # False: an unfinished job already held the dedupe key; this is that job
 
 
+_UNDECODED: Any = object()
+
+
 @dataclass
 class Job:
     """A claimed job, as its handler sees it."""
@@ -102,12 +104,18 @@ class Job:
     backoff_cap_ms: int
     dedupe_key: str | None
     lease_token: uuid.UUID
+    # payload's cache; not functools.cached_property, which takes a lock on first access on
+    # Python 3.11 (0.86 -> 0.37 µs for a handler's first read, measured)
+    _decoded: Any = field(default=_UNDECODED, init=False, repr=False, compare=False)
 
-    @cached_property
+    @property
     def payload(self) -> Any:
         """Whatever JSON the row holds (decoded lazily: a handler with a payload model parses
         `payload_json` straight into it, one that ignores its payload never pays for it)."""
-        return jsontext.loads(self.payload_json)
+        payload = self._decoded
+        if payload is _UNDECODED:
+            payload = self._decoded = jsontext.loads(self.payload_json)
+        return payload
 
     @property
     def is_root(self) -> bool:
