@@ -47,7 +47,8 @@ def _log(conn: psycopg.Connection, rows: list[tuple]) -> None:
                                            attempt, duration_ms, api_call_count, created_at)
         VALUES ('ALBUM', 'ENRICH_ALBUM', %s, %s, %s, %s, %s, %s, %s,
                 timestamptz '2026-01-01' + make_interval(secs => %s))""",
-        [(status, job, parent, parent is None, attempt, ms, calls, at) for job, parent, attempt, status, ms, calls, at in rows])
+        [(status, job, parent, parent is None, attempt, ms, calls, at)
+         for job, parent, attempt, status, ms, calls, at in rows])
 
 
 def test_enrichment_roots_counts_each_family_once_by_latest_status(fresh_dsn):
@@ -62,7 +63,8 @@ def test_enrichment_roots_counts_each_family_once_by_latest_status(fresh_dsn):
             (10, None, 1, "PARTIAL_SUCCESS", 7, 3, 3),  # a root without descendants
             (20, None, 1, "FAILED", None, 0, 12),  # a lost attempt's row: no duration
         ])
-        conn.execute("INSERT INTO public.enrichment_log (entity_type, operation, status) VALUES ('ALBUM', 'LEGACY', 'SUCCESS')")
+        conn.execute("INSERT INTO public.enrichment_log (entity_type, operation, status)"
+                     " VALUES ('ALBUM', 'LEGACY', 'SUCCESS')")  # an unlinked legacy row: no root
         rows = conn.execute("""
             SELECT root_job_id, latest_status, extract(epoch FROM first_activity_at - timestamptz '2026-01-01'),
                    extract(epoch FROM last_activity_at - timestamptz '2026-01-01'), root_attempts, descendants,
