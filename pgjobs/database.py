@@ -14,10 +14,11 @@ from pathlib import Path
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from pgjobs.errors import PgjobsError
 from pgjobs.settings import Settings
 
 
-class DatabaseError(Exception):
+class DatabaseError(PgjobsError):
     """The database cannot be reached or started; the message says which and why."""
 
 

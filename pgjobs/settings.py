@@ -47,26 +47,11 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
-    # Global rate limits, seconds between calls per limiter name.
-    rate_limits: str = "musicbrainz=1/s,discogs=60/min"
+    # Global rate limits over the app's own, e.g. "smtp=10/s,partner_api=60/min".
+    rate_limits: str = ""
 
-    # Providers (defaults are the real public endpoints).
-    user_agent: str = "pgjobs/0.1.0 ( https://github.com/pgjobs/pgjobs )"
-    http_timeout: float = Field(default=10.0, gt=0)
-    musicbrainz_url: str = "https://musicbrainz.org/ws/2"
-    coverart_url: str = "https://coverartarchive.org"
-    discogs_url: str = "https://api.discogs.com"
-    discogs_token: SecretStr | None = None
-    cloudflare_url: str = "https://api.cloudflare.com/client/v4"
-    cloudflare_account_id: str | None = None
-    cloudflare_api_token: SecretStr | None = None
-    cloudflare_delivery_url: str = "https://imagedelivery.net"
-    cloudflare_account_hash: str | None = None
-    spotify_api_url: str = "https://api.spotify.com/v1"
-    spotify_accounts_url: str = "https://accounts.spotify.com"
-    spotify_client_id: str | None = None
-    spotify_client_secret: SecretStr | None = None
-    spotify_market: str = "US"  # client-credentials searches see nothing without a market
+    # Largest payload `pgjobs enqueue` and Task.enqueue accept, in bytes of JSON.
+    max_payload_bytes: int = Field(default=1_000_000, ge=2)
 
     @field_validator("log_level", mode="before")
     @classmethod

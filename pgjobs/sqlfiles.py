@@ -1,6 +1,6 @@
 """SQL files: where they live (repo checkout or installed wheel) and the named-query loader.
 
-Queries are plain SQL in sql/queries/*.sql, one block per query, each opened by `-- name: NAME`;
+Queries are plain SQL in sql/<component>/queries.sql (or an app's own file), one block per query, each opened by `-- name: NAME`;
 they run as-is in psql (with psycopg's %(param)s placeholders) and are loaded once, read-only.
 """
 
@@ -21,7 +21,7 @@ def sql_dir() -> Path:
     """The installed wheel carries pgjobs/sql; a source checkout keeps sql/ at the top level."""
     here = Path(__file__).resolve().parent
     for candidate in (here / "sql", here.parent / "sql"):
-        if (candidate / "migrations").is_dir():
+        if (candidate / "queue").is_dir():
             return candidate
     raise FileNotFoundError("pgjobs SQL files not found (expected pgjobs/sql or ../sql)")
 
@@ -63,7 +63,8 @@ def positional(query: str) -> tuple[str, tuple[str, ...]]:
 
 
 @cache
-def load_queries(filename: str) -> Mapping[str, str]:
-    """All named queries of sql/queries/FILENAME, as an immutable mapping."""
-    path = sql_dir() / "queries" / filename
+def load_queries(path: str | Path) -> Mapping[str, str]:
+    """All named queries of a .sql file (a path relative to pgjobs' sql/, or absolute), as an
+    immutable mapping."""
+    path = sql_dir() / path
     return MappingProxyType(parse_queries(path.read_text(encoding="utf-8"), source=path.name))

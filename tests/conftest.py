@@ -85,7 +85,9 @@ def template_db(server_dsn: str) -> Iterator[str]:
     """Name of a migrated template database."""
     name = f"pgjobs_tpl_{uuid.uuid4().hex[:8]}"
     dsn = _create_db(server_dsn, name)
-    migrate(dsn)
+    from pgjobs.enrichment.app import app
+
+    migrate(dsn, app.components)
     yield name
     _drop_db(server_dsn, name)
 

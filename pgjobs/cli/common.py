@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from pgjobs import database, migrations
+from pgjobs.app import App
 from pgjobs.settings import Settings
 
 # Wide enough for the timeline tables when piped (rich assumes 80 columns without a terminal).
@@ -32,9 +33,26 @@ class UsageFailure(Exception):
     """Bad input or an unusable environment: printed as one line, exit code 2."""
 
 
+_PASSWORD = re.compile(r"(?i)(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)|(://[^:/@\s]+:)[^@\s]+@")
+
+
+def redact(text: str) -> str:
+    """`text` with any password a DSN in it carries (URL or key=value form) replaced by ***."""
+    return _PASSWORD.sub(lambda m: (m.group(1) + "***") if m.group(1) else (m.group(3) + "***@"), text)
+
+
+def one_line(exc: BaseException) -> str:
+    """An error as the one line the CLI prints: its first line, passwords redacted."""
+    text = str(exc).strip()
+    return redact(text.splitlines()[0] if text else type(exc).__name__)
+
+
 @dataclass
 class Cli:
+    """What every command gets (typer's ctx.obj): the settings, the loaded app, the database."""
+
     settings: Settings
+    app: App
     _dsn: str | None = field(default=None, repr=False)
 
     def dsn(self) -> str:
@@ -46,7 +64,7 @@ class Cli:
         conn = database.connect(self.dsn(), autocommit=autocommit)
         if migrated:
             try:
-                migrations.check_migrated(conn)
+                migrations.check_migrated(conn, self.app.components)
             except Exception:
                 conn.close()
                 raise

@@ -61,8 +61,9 @@ def _show(ctx: typer.Context, json_output: bool) -> None:
 
 def migrate(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
     """Apply pending schema migrations (safe to run from several processes at once)."""
-    applied = migrations.migrate(cli(ctx).dsn())
-    names = [m.path.name for m in applied]
+    state = cli(ctx)
+    applied = migrations.migrate(state.dsn(), state.app.components)
+    names = [m.label for m in applied]
     if json_output:
         print_json({"applied": names})
     elif names:

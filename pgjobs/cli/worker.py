@@ -9,25 +9,27 @@ from typing import List, Optional
 import typer
 
 from pgjobs import database, logs, migrations
+from pgjobs.app import App, WorkerResources
 from pgjobs.cli.common import cli
-from pgjobs.cli.wiring import worker_registry
 from pgjobs.queue import RateLimits, Worker
 from pgjobs.settings import Settings
 
 
-async def run_worker(settings: Settings, dsn: str, queues: list[str], concurrency: int, burst: bool, *,
+async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str] | None = None,
+                     concurrency: int | None = None, burst: bool = False,
                      burst_waits_for_scheduled: bool = False) -> int:
+    """Run `app`'s kinds until stopped (or drained, with burst); the CLI's and the demo's worker."""
     pool = await database.open_pool(dsn, max_size=4)
     try:
         async with pool.connection() as conn:
-            await migrations.check_migrated_async(conn)
-        limits = RateLimits(pool, settings.rate_limit_intervals)
-        async with worker_registry(settings, pool, limits) as registry:
+            await migrations.check_migrated_async(conn, app.components)
+        limits = RateLimits(pool, app.intervals(settings.rate_limit_intervals))
+        async with app.running(WorkerResources(pool, limits, settings, dsn)) as state:
             worker = Worker(
-                pool, registry, conninfo=dsn, limits=limits, queues=queues, concurrency=concurrency,
-                lease_seconds=settings.lease_seconds, poll_interval=settings.poll_interval,
-                shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
-                burst_waits_for_scheduled=burst_waits_for_scheduled,
+                pool, app.registry(), conninfo=dsn, limits=limits, queues=queues or app.queues,
+                concurrency=concurrency or settings.concurrency, lease_seconds=settings.lease_seconds,
+                poll_interval=settings.poll_interval, shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
+                burst_waits_for_scheduled=burst_waits_for_scheduled, state=state,
             )
             await _serve(worker)
         return 0
@@ -51,16 +53,17 @@ async def _serve(worker: Worker) -> None:
 
 def worker(
     ctx: typer.Context,
-    queue: Optional[List[str]] = typer.Option(None, "--queue", "-q", help="queue to serve (repeatable)"),
+    queue: Optional[List[str]] = typer.Option(None, "--queue", "-q",
+                                              help="queue to serve (repeatable; default: every queue of the app's kinds)"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="jobs in flight (PGJOBS_CONCURRENCY)"),
     burst: bool = typer.Option(False, help="exit 0 once the queues have nothing runnable or running"),
     wait_scheduled: bool = typer.Option(False, "--wait-scheduled",
                                         help="with --burst: also wait for jobs scheduled later (retries, snoozes)"),
 ) -> None:
-    """Run jobs until stopped (or, with --burst, until the queues are drained)."""
+    """Run the app's jobs until stopped (or, with --burst, until the queues are drained)."""
     state = cli(ctx)
     settings = state.settings
     logs.configure(settings.log_format, settings.log_level)
-    code = asyncio.run(run_worker(settings, state.dsn(), queue or ["default"], concurrency or settings.concurrency,
-                                  burst, burst_waits_for_scheduled=wait_scheduled))
+    code = asyncio.run(run_worker(state.app, settings, state.dsn(), queues=queue, concurrency=concurrency,
+                                  burst=burst, burst_waits_for_scheduled=wait_scheduled))
     raise typer.Exit(code)

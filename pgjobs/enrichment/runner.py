@@ -23,10 +23,10 @@ from pgjobs import jsontext
 from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, ENTITIES, MAX_ATTEMPTS, PAYLOADS, PRIORITY, SOURCES, Op, Payload
 from pgjobs.enrichment.providers import Providers, ProviderError, RateLimited, count_api_calls
 from pgjobs.queue import Complete, CopyInto, Discard, Enqueued, Job, JobContext, JobTransaction, Outcome, Retry, Snooze
-from pgjobs.settings import Settings
+from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 from pgjobs.sqlfiles import load_queries
 
-Q = load_queries("enrichment.sql")
+Q = load_queries("enrichment/queries.sql")
 log = logging.getLogger("pgjobs.enrichment")
 Next = Literal["complete", "retry", "snooze", "discard"]
 # Column types of Q["copy_log"], in order (metadata goes in as JSON text).
@@ -139,11 +139,12 @@ def _outcome(result: Result, write, rows) -> Outcome:
     return Complete(write, rows=rows)
 
 
-def make_handler(op: Op, processor: Processor, env: Env) -> Callable[[JobContext], Awaitable[Outcome]]:
+def make_handler(op: Op, processor: Processor) -> Callable[[JobContext], Awaitable[Outcome]]:
+    """The handler of one job type; its Env is the app's ctx.state."""
     model = PAYLOADS[op]
 
     async def handle(ctx: JobContext) -> Outcome:
-        job, raw = ctx.job, ctx.job.payload
+        job, raw, env = ctx.job, ctx.job.payload, ctx.state
         started = time.perf_counter()
         with count_api_calls() as calls:
             try:

@@ -29,6 +29,7 @@ class JobContext:
     limits: RateLimits
     worker_id: str
     validated: Any = None  # the kind's payload model instance, when the kind has a model
+    state: Any = None  # what the app's lifespan yielded (shared clients, settings)
 
     @property
     def payload(self) -> Any:

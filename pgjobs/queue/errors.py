@@ -1,4 +1,4 @@
-"""Exceptions of the queue core.
+"""Exceptions of the queue core (under pgjobs.errors.PgjobsError, the library's one base).
 
     QueueError
     ├── LeaseLost        an outcome matched no row: the lease expired, was rescued or cancelled
@@ -7,7 +7,10 @@
 """
 
 
-class QueueError(Exception):
+from pgjobs.errors import PgjobsError
+
+
+class QueueError(PgjobsError):
     pass
 
 

@@ -22,7 +22,7 @@ from pgjobs import jsontext
 from pgjobs.queue.errors import PayloadError
 from pgjobs.sqlfiles import load_queries, positional
 
-Q = load_queries("queue.sql")
+Q = load_queries("queue/queries.sql")
 # The single-job enqueues run on raw cursors (positional parameters): see _statement.
 _ENQUEUE = positional(Q["enqueue"])
 _HANDOFF = positional(Q["enqueue_handoff"])

@@ -31,6 +31,7 @@ class Handler:
     # False: the worker hands the raw payload over and the handler validates it (and can audit
     # the failure); the model still validates `pgjobs enqueue` input.
     validate_payload: bool = True
+    timeout: float | None = None  # seconds; the handler is cancelled and the attempt fails with `timeout`
     is_async: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -50,10 +51,12 @@ class Registry:
         on_lease_expired: LeaseExpiredHook | None = None,
         validate_payload: bool = True,
     ) -> Handler:
-        if kind in self._handlers:
-            raise ValueError(f"a handler for kind {kind!r} is already registered")
-        handler = Handler(kind, run, payload_model, on_lease_expired, validate_payload)
-        self._handlers[kind] = handler
+        return self.add(Handler(kind, run, payload_model, on_lease_expired, validate_payload))
+
+    def add(self, handler: Handler) -> Handler:
+        if handler.kind in self._handlers:
+            raise ValueError(f"a handler for kind {handler.kind!r} is already registered")
+        self._handlers[handler.kind] = handler
         return handler
 
     def get(self, kind: str) -> Handler | None:

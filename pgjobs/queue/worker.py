@@ -100,6 +100,7 @@ class Worker:
         burst_waits_for_scheduled: bool = False,
         hooks: WorkerHooks | None = None,
         worker_id: str | None = None,
+        state: object = None,
     ) -> None:
         self.pool = pool
         self.registry = registry
@@ -117,6 +118,7 @@ class Worker:
         # With burst: also wait for jobs scheduled later (retries in backoff), not only runnable ones.
         self.burst_waits_for_scheduled = burst_waits_for_scheduled
         self.hooks = hooks or WorkerHooks()
+        self.state = state  # handed to every handler as ctx.state (the app's lifespan's value)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.conninfo = conninfo
         # Hand-off: jobs leased to this worker by enqueue_handoff arrive on its own channel.
@@ -380,9 +382,9 @@ class Worker:
                 payload = handler.payload_model.model_validate_json(job.payload_json)
             except ValidationError as exc:
                 return Discard(f"invalid payload for {job.kind}: {_validation_message(exc)}")
-            ctx = JobContext(job, self.pool, self.limits, self.worker_id, payload)
+            ctx = JobContext(job, self.pool, self.limits, self.worker_id, payload, self.state)
         else:
-            ctx = JobContext(job, self.pool, self.limits, self.worker_id)
+            ctx = JobContext(job, self.pool, self.limits, self.worker_id, None, self.state)
         if handler.is_async:
             result = await handler.run(ctx)
         else:

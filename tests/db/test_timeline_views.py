@@ -6,7 +6,7 @@ import psycopg
 
 from pgjobs.sqlfiles import load_queries
 
-Q = load_queries("enrichment.sql")
+Q = load_queries("enrichment/queries.sql")
 
 
 def _load_log(conn: psycopg.Connection, families: int) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator
 import httpx
 import psycopg
 
-from pgjobs.cli.demo import DEMO_RELEASES
+from pgjobs.enrichment.demo import DEMO_RELEASES
 from pgjobs.sandbox.lifecycle import settings_overrides
 
 COLLISION_COURSE = "b7ceb41b-c078-4e25-876b-f32c166e97e2"  # JAY-Z / Linkin Park: two credits, searches Discogs

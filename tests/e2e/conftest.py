@@ -130,14 +130,16 @@ def procs() -> Iterator[Procs]:
 
 
 class Cli:
-    def __init__(self, dsn: str, procs: Procs) -> None:
+    def __init__(self, dsn: str, procs: Procs, app: str | None = None) -> None:
         self.dsn = dsn
         self._procs = procs
+        self.app = app  # PGJOBS_APP for every command; None: pgjobs' built-in app
 
     def env(self, **settings: str) -> dict[str, str]:
         """The caller's environment minus its own PGJOBS_* knobs, plus this database and `settings`."""
         env = {k: v for k, v in os.environ.items() if not k.startswith("PGJOBS_") and k != "DATABASE_URL"}
-        return env | {"PGJOBS_DSN": self.dsn, "PGJOBS_LOG_FORMAT": "json"} | settings
+        app = {"PGJOBS_APP": self.app} if self.app else {}
+        return env | {"PGJOBS_DSN": self.dsn, "PGJOBS_LOG_FORMAT": "json"} | app | settings
 
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
                  check: bool = True) -> Ran:
@@ -160,8 +162,8 @@ class Cli:
 
 
 @pytest.fixture
-def make_cli(procs: Procs) -> Callable[[str], Cli]:
-    return lambda dsn: Cli(dsn, procs)
+def make_cli(procs: Procs) -> Callable[..., Cli]:
+    return lambda dsn, app=None: Cli(dsn, procs, app)
 
 
 @pytest.fixture

@@ -51,6 +51,15 @@ TITLES = {COLLISION_COURSE: "Collision Course", ELLA_AND_LOUIS: "Ella and Louis"
           RUSH_OF_BLOOD: "A Rush of Blood to the Head"}
 
 
+ENRICHMENT_APP = "pgjobs.enrichment.app:app"
+
+
+@pytest.fixture
+def cli(make_cli, fresh_dsn):
+    """The CLI with the enrichment app loaded (PGJOBS_APP), on the test's database."""
+    return make_cli(fresh_dsn, ENRICHMENT_APP)
+
+
 @pytest.fixture
 def sandbox(cli, wait_for):
     box = Sandbox.start(cli, wait_for)

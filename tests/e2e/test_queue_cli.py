@@ -44,7 +44,7 @@ def _enqueue_from_file(cli, sql, dsn, tmp_path, payloads) -> list[int]:
 
 def test_quickstart_migrate_enqueue_burst_worker_then_every_job_succeeded(make_cli, empty_dsn, sql, tmp_path):
     cli = make_cli(empty_dsn)
-    every_migration = [m.path.name for m in available()]
+    every_migration = [m.label for m in available()]
     assert cli.json("migrate") == {"applied": every_migration}
 
     single = [cli.json("enqueue", "noop", "--payload", '{"sleep_ms": 5}')["id"] for _ in range(3)]

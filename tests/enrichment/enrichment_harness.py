@@ -23,13 +23,14 @@ from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from pgjobs.cli.wiring import worker_registry
+from pgjobs.app import WorkerResources
 from pgjobs.enrichment import api
 from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, MAX_ATTEMPTS, PRIORITY, Op
 from pgjobs.queue import RateLimits, Worker, WorkerHooks, enqueue
 from pgjobs.sandbox import SandboxServer
 from pgjobs.sandbox.fixtures import Fixture, FixtureSet
-from pgjobs.settings import Settings
+from pgjobs.enrichment.app import make_app
+from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 UNDER_TEST = "under-test"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -196,10 +197,11 @@ class Pipeline:
                 # Synchronously, on the worker's loop, before its producer can claim anything else.
                 worker.stop(now=True)
 
-        async with worker_registry(settings, self.pool, limits) as registry:
-            worker = Worker(self.pool, registry, conninfo=self.dsn, limits=limits, queues=queues,
+        app = make_app(settings)
+        async with app.running(WorkerResources(self.pool, limits, settings, self.dsn)) as state:
+            worker = Worker(self.pool, app.registry(), conninfo=self.dsn, limits=limits, queues=queues,
                             concurrency=concurrency, burst=burst, poll_interval=0.5,
-                            lease_seconds=settings.lease_seconds, hooks=WorkerHooks(finished=finished))
+                            hooks=WorkerHooks(finished=finished), state=state)
             task = asyncio.create_task(worker.run())
             try:
                 await asyncio.wait_for(asyncio.shield(task), timeout)

@@ -10,7 +10,7 @@ from sandbox_support import RecordingGate, make_settings
 
 from pgjobs.enrichment.providers import Providers, build_providers
 from pgjobs.sandbox import SandboxServer
-from pgjobs.settings import Settings
+from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 
 @pytest.fixture

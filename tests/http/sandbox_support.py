@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pgjobs.sandbox import SandboxServer
-from pgjobs.settings import Settings
+from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 USER_AGENT = "pgjobs-tests/0.1 ( https://github.com/pgjobs/pgjobs )"
 COLLISION_COURSE = "b7ceb41b-c078-4e25-876b-f32c166e97e2"

@@ -39,7 +39,7 @@ from pgjobs.enrichment.providers.musicbrainz import (
     discogs_artist_id_from_url,
 )
 from pgjobs.enrichment.providers.spotify import Spotify, SpotifyAlbum, SpotifyTrack
-from pgjobs.settings import Settings
+from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 
 @dataclass(frozen=True)

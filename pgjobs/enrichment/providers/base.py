@@ -28,7 +28,7 @@ from pgjobs.enrichment.providers.errors import (
     Rejected,
     Unavailable,
 )
-from pgjobs.settings import Settings
+from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from pgjobs.enrichment.providers.base import BaseProvider, RateGate
 from pgjobs.enrichment.providers.errors import AuthError, ProviderError
-from pgjobs.settings import Settings
+from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 T = TypeVar("T")
 MAX_PAGES = 20  # album_tracks safety stop: 20 × 50 tracks

@@ -16,10 +16,10 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgjobs import migrations
 from pgjobs.cli.common import cli, console
-from pgjobs.cli.enrichment import print_family, print_roots
 from pgjobs.cli.worker import run_worker
 from pgjobs.enrichment import api
-from pgjobs.settings import Settings
+from pgjobs.enrichment.cli import print_family, print_roots
+from pgjobs.enrichment.settings import EnrichmentSettings
 
 DEMO_DB = "pgjobs_demo"
 DEMO_RELEASES = {
@@ -43,17 +43,20 @@ def demo(ctx: typer.Context, concurrency: int = typer.Option(8, min=1)) -> None:
 
     state = cli(ctx)
     logs.configure(state.settings.log_format, "WARNING")
+    from pgjobs.enrichment.app import make_app
+
     dsn = _fresh_database(state.dsn())
-    migrations.migrate(dsn)
     with SandboxServer() as sandbox:
-        settings = Settings(**sandbox.settings_overrides())
+        app = make_app(EnrichmentSettings(**sandbox.settings_overrides()))
+        migrations.migrate(dsn, app.components)
         console.print(f"[bold]pgjobs demo[/bold]: database {DEMO_DB}, sandbox at {sandbox.url}")
         with psycopg.connect(dsn) as conn:
             for mbid, label in DEMO_RELEASES.items():
                 root = api.enqueue_enrich_album(conn, api.album_for_mbid(conn, mbid), triggered_by="demo")
                 console.print(f"  enqueued ENRICH_ALBUM root job {root.id}: {label}")
         console.print("  running a worker until every job has finished (MusicBrainz is held to 1 request/s)…")
-        asyncio.run(run_worker(settings, dsn, ["default"], concurrency, burst=True, burst_waits_for_scheduled=True))
+        asyncio.run(run_worker(app, state.settings, dsn, concurrency=concurrency, burst=True,
+                               burst_waits_for_scheduled=True))
         requests = len(sandbox.requests())
     with psycopg.connect(dsn) as conn:
         roots = api.roots(conn, limit=50)
