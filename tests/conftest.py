@@ -20,7 +20,7 @@ import pytest
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgjobs.migrations import migrate
+from dbtools import _create_db, _drop_db, migrated_template, shared_database
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,31 +65,11 @@ def server_dsn() -> Iterator[str]:
         shutil.rmtree(base, ignore_errors=True)
 
 
-def _create_db(server_dsn: str, name: str, template: str | None = None) -> str:
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        if template:
-            conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
-                sql.Identifier(name), sql.Identifier(template)))
-        else:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return make_conninfo(server_dsn, dbname=name)
-
-
-def _drop_db(server_dsn: str, name: str) -> None:
-    with psycopg.connect(server_dsn, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-
-
 @pytest.fixture(scope="session")
 def template_db(server_dsn: str) -> Iterator[str]:
-    """Name of a migrated template database."""
-    name = f"pgjobs_tpl_{uuid.uuid4().hex[:8]}"
-    dsn = _create_db(server_dsn, name)
-    from pgjobs.enrichment.app import app
-
-    migrate(dsn, app.components)
-    yield name
-    _drop_db(server_dsn, name)
+    """Name of a database migrated with the queue alone (an app's tests override this fixture and
+    shared_dsn in their own conftest, with the app's components)."""
+    yield from migrated_template(server_dsn, [])
 
 
 @pytest.fixture
@@ -110,9 +90,7 @@ def empty_dsn(server_dsn: str) -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def shared_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
-    name = f"pgjobs_s_{uuid.uuid4().hex[:8]}"
-    yield _create_db(server_dsn, name, template=template_db)
-    _drop_db(server_dsn, name)
+    yield from shared_database(server_dsn, template_db)
 
 
 @pytest.fixture

@@ -1,30 +1,21 @@
-"""Enrichment tier: every processor through the real worker, the sandbox APIs and a fresh database.
-
-`pipeline` = a sandbox on a loopback port + a pool on a fresh database cloned from the migrated
-template; see enrichment_harness.Pipeline. After each test it proves that no sandbox credential
-reached enrichment_log or the jobs' error columns, and that every log row keeps its lineage.
-"""
+"""The enrichment app's tests: databases migrated with the app's component too (session fixtures
+are cached by definition, so the app's template and shared database are fixtures of their own)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from typing import Iterator
 
 import pytest
-from enrichment_harness import Pipeline
+from dbtools import migrated_template, shared_database
 
-from pgjobs.database import open_pool
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.app import app
 
 
-@pytest.fixture
-async def pipeline(fresh_dsn: str) -> AsyncIterator[Pipeline]:
-    with SandboxServer() as sandbox:
-        pool = await open_pool(fresh_dsn, max_size=12)
-        harness = Pipeline(fresh_dsn, sandbox, pool)
-        try:
-            yield harness
-            assert harness.leaked_secrets() == []
-            harness.assert_lineage()
-        finally:
-            harness.close()
-            await pool.close()
+@pytest.fixture(scope="session")
+def template_db(server_dsn: str) -> Iterator[str]:
+    yield from migrated_template(server_dsn, app.components)
+
+
+@pytest.fixture(scope="session")
+def shared_dsn(server_dsn: str, template_db: str) -> Iterator[str]:
+    yield from shared_database(server_dsn, template_db)

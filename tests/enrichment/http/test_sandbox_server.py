@@ -20,7 +20,7 @@ from pgjobs.sandbox import SandboxServer
 from pgjobs.sandbox.images import rewrite_urls
 
 FIXTURES = resources.files("pgjobs.sandbox") / "fixtures"
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[3]
 UA = {"User-Agent": USER_AGENT}
 DISCOGS_AUTH = {"Authorization": "Discogs token=sandbox-discogs-token", **UA}
 CF_AUTH = {"Authorization": "Bearer sandbox-cloudflare-token"}

@@ -1,4 +1,4 @@
-"""End-to-end fixtures: the real `pgjobs` CLI in subprocesses, against a real PostgreSQL.
+"""Helpers for end-to-end tests: the real `pgjobs` CLI in subprocesses, against a real PostgreSQL.
 
 `cli` runs commands on the test's fresh database (`make_cli(dsn)` on any other); `procs` starts
 long-running processes and makes sure none outlives the test; `wait_for` polls a condition with a
