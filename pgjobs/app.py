@@ -93,7 +93,10 @@ class Task:
         self._options = {k: v for k, v in options.items() if v is not None}
         self.__doc__ = fn.__doc__
         self.__name__ = getattr(fn, "__name__", kind)
-        hints = typing.get_type_hints(fn)
+        try:
+            hints = typing.get_type_hints(fn)
+        except Exception as exc:  # a hint naming something the handler's module cannot see
+            raise ConfigError(f"task {kind!r}: cannot resolve the handler's type hints ({exc})") from None
         params = list(inspect.signature(fn).parameters.values())
         self._pass_ctx = bool(params) and _takes_context(params[0], hints)
         rest = params[1:] if self._pass_ctx else params
