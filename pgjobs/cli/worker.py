@@ -84,7 +84,8 @@ def worker(
     queue: Optional[List[str]] = typer.Option(None, "--queue", "-q",
                                               help="queue to serve (repeatable; default: every queue of the app's kinds)"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="jobs in flight (PGJOBS_CONCURRENCY)"),
-    burst: bool = typer.Option(False, help="exit 0 once the queues have nothing runnable or running"),
+    burst: bool = typer.Option(False, help="exit 0 once the queues have nothing runnable or running (periodic "
+                                           "slots due at start are enqueued first)"),
     wait_scheduled: bool = typer.Option(False, "--wait-scheduled",
                                         help="with --burst: also wait for jobs scheduled later (retries, snoozes)"),
 ) -> None:
