@@ -282,7 +282,9 @@ class App:
         for task in other.tasks.values():
             self._add_task(task)
         for schedule in other.periodics.values():
-            self.periodics.setdefault(schedule.name, schedule)
+            if self.periodics.get(schedule.name, schedule) != schedule:
+                raise ConfigError(f"a periodic job named {schedule.name!r} is already declared")
+            self.periodics[schedule.name] = schedule
         self.rate_limits = other.rate_limits | self.rate_limits
         self.included.append(other)
 

@@ -75,6 +75,11 @@ async def _serve(worker: Worker, scheduler: Scheduler | None) -> int:
     finally:
         if scheduling is not None:
             scheduler.stop()
+            # A pass stuck on an unreachable database is cancelled: its transaction rolls back, so
+            # the slot stays free for the next worker.
+            _, late = await asyncio.wait([scheduling], timeout=5.0)
+            for task in late:
+                task.cancel()
             await asyncio.wait([scheduling])
     return 1 if scheduling is not None and not scheduling.cancelled() and scheduling.exception() else 0
 

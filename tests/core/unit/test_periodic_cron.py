@@ -53,3 +53,15 @@ def test_an_app_declares_schedules_checked_at_declaration():
         "expire_carts", "maintenance", 2, {"days": 30})
     outer = App("outer", include=[app])
     assert outer.schedules()[0].app == "shop"  # keyed by the app that declares it
+
+
+def test_two_included_apps_may_not_bring_schedules_of_the_same_name():
+    def app_with_nightly(name):
+        app = App(name)
+        app.periodic("0 3 * * *", name="nightly")(app.task(f"{name}_sweep")(lambda: None))
+        return app
+
+    shop, billing = app_with_nightly("shop"), app_with_nightly("billing")
+    with pytest.raises(ConfigError, match="periodic job named 'nightly' is already declared"):
+        App("outer", include=[shop, billing])
+    assert App("outer", include=[shop]).periodics["nightly"].app == "shop"
