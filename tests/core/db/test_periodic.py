@@ -122,26 +122,25 @@ async def test_a_running_scheduler_that_falls_behind_enqueues_each_slot_it_passe
     every_second = _schedule("* * * * * *")
     scheduler = await _scheduler(fresh_dsn, [every_second], pools)
     await scheduler.sync()
-    await scheduler.run_due()
-    (start,) = _sql(fresh_dsn, "SELECT clock_timestamp()")[0]
-    # A stalled pass: the scheduler looks again only after three slots went by.
-    while _sql(fresh_dsn, "SELECT clock_timestamp() > %s + interval '3 seconds'", (start,))[0][0] is False:
-        await asyncio.sleep(0.05)  # waiting for wall time to pass is the workload here
-    done = await scheduler.run_due()
-    slots = [d.slot for d in done]
-    assert len(slots) >= 3 and slots == sorted(slots)
-    assert all(b - a == timedelta(seconds=1) for a, b in zip(slots, slots[1:]))
-    # Beyond max_catch_up slots, only the newest one.
-    late = await _scheduler(fresh_dsn, [every_second], pools, max_catch_up=1)
-    await late.run_due()
-    (start,) = _sql(fresh_dsn, "SELECT clock_timestamp()")[0]
-    while _sql(fresh_dsn, "SELECT clock_timestamp() > %s + interval '2.2 seconds'", (start,))[0][0] is False:
-        await asyncio.sleep(0.05)
-    (only,) = await late.run_due()
-    assert only.slot > start + timedelta(seconds=1)  # two slots passed: the newer alone was enqueued
-    keys = {row[5] for row in _jobs(fresh_dsn)}
-    assert every_second.dedupe_key(only.slot) in keys
-    assert every_second.dedupe_key(only.slot - timedelta(seconds=1)) not in keys
+    _rewind(fresh_dsn, since="1 hour")
+    (now,) = _sql(fresh_dsn, "SELECT date_trunc('second', clock_timestamp())")[0]
+    # Passes replayed on a clock in the past: the first at now-60s, then a stalled one 4 s later.
+    (first,) = await scheduler.run_due(now - timedelta(seconds=60))
+    assert first.slot == now - timedelta(seconds=60)
+    done = await scheduler.run_due(now - timedelta(seconds=56, milliseconds=500))
+    assert [d.slot for d in done] == [now - timedelta(seconds=s) for s in (59, 58, 57)]
+    # A scheduler that passed more than max_catch_up slots since its last look takes the newest only.
+    late = await _scheduler(fresh_dsn, [every_second], pools, max_catch_up=2)
+    assert [d.slot for d in await late.run_due(now - timedelta(seconds=50))] == [now - timedelta(seconds=50)]
+    (only,) = await late.run_due(now - timedelta(seconds=40))
+    assert only.slot == now - timedelta(seconds=40)
+    assert [d.slot for d in await late.run_due(now - timedelta(seconds=38))] == [
+        now - timedelta(seconds=39), now - timedelta(seconds=38)]
+    keys = [row[5] for row in _jobs(fresh_dsn)]
+    assert len(keys) == len(set(keys)) == 8
+    assert every_second.dedupe_key(now - timedelta(seconds=45)) not in keys
+    # A slot ahead of the database's clock is never taken, whatever a caller's clock says.
+    assert await late.run_due(now + timedelta(seconds=30)) == []
 
 
 async def test_run_sleeps_until_each_slot_and_stops_at_once(fresh_dsn, pools):
