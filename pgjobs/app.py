@@ -33,6 +33,7 @@ from pgjobs.migrations import Component
 from pgjobs.queue.context import JobContext, JobTransaction
 from pgjobs.queue.errors import PayloadError
 from pgjobs.queue.jobs import Enqueued, Job, JobSpec, enqueue, enqueue_async
+from pgjobs.queue.periodic import Cron, Schedule
 from pgjobs.queue.registry import Handler, LeaseExpiredHook, NoopPayload, Registry, run_noop
 from pgjobs.settings import parse_rate_limits
 
@@ -58,15 +59,20 @@ Lifespan = Callable[[WorkerResources], AbstractAsyncContextManager[Any]]
 
 @dataclass(frozen=True)
 class Periodic:
-    """A schedule: one job of `kind` per cron slot, however many workers run.
+    """A schedule: one job of `kind` per cron slot (UTC), however many workers run; every worker
+    runs the scheduler (pgjobs.queue.periodic), and the slot's transaction admits one of them.
 
     Catch-up rule: slots missed while no worker ran are not replayed one by one; the most recent
-    missed slot (if any) is enqueued once when a worker starts, then the schedule goes on."""
+    missed slot (if any) is enqueued once when a worker starts, then the schedule goes on. A running
+    worker that falls behind (a stalled process or database) enqueues each slot it passed, up to
+    100. A new schedule, or one whose cron changed, starts with its next slot. Keyed by (app, name):
+    two apps on one database never share a schedule."""
 
     name: str
     cron: str
     kind: str
     payload: Mapping[str, Any] = field(default_factory=dict)
+    app: str = ""  # the declaring app's name (kept when another app includes it)
 
 
 def _takes_context(param: inspect.Parameter, hints: dict[str, Any]) -> bool:
@@ -234,12 +240,15 @@ class App:
 
     def periodic(self, cron: str, *, name: str | None = None, payload: Mapping[str, Any] | None = None
                  ) -> Callable[[Task], Task]:
-        """Enqueue the decorated task once per slot of `cron` (5 fields, or 6 with seconds last).
-        Put it above @app.task: `@app.periodic("0 3 * * *")`."""
+        """Enqueue the decorated task once per slot of `cron` (5 fields, or 6 with seconds last;
+        UTC), with `payload`. Put it above @app.task: `@app.periodic("0 3 * * *")`. See Periodic
+        for the catch-up rule; a cron croniter refuses fails here, naming the schedule."""
         def declare(task: Task) -> Task:
             if not isinstance(task, Task):
                 raise ConfigError("@app.periodic goes above @app.task (it schedules a declared task)")
-            schedule = Periodic(name or task.kind, cron, task.kind, dict(payload or {}))
+            schedule_name = name or task.kind
+            expression = Cron.parse(cron, what=f"periodic job {schedule_name!r}").expression
+            schedule = Periodic(schedule_name, expression, task.kind, dict(payload or {}), self.name)
             if schedule.name in self.periodics:
                 raise ConfigError(f"a periodic job named {schedule.name!r} is already declared")
             task.payload(schedule.payload)  # a payload the kind refuses fails now, not at 3 a.m.
@@ -276,7 +285,9 @@ class App:
         for task in other.tasks.values():
             self._add_task(task)
         for schedule in other.periodics.values():
-            self.periodics.setdefault(schedule.name, schedule)
+            if self.periodics.get(schedule.name, schedule) != schedule:
+                raise ConfigError(f"a periodic job named {schedule.name!r} is already declared")
+            self.periodics[schedule.name] = schedule
         self.rate_limits = other.rate_limits | self.rate_limits
         self.included.append(other)
 
@@ -307,6 +318,11 @@ class App:
         for task in self.tasks.values():
             registry.add(task.handler())
         return registry
+
+    def schedules(self) -> list[Schedule]:
+        """The periodic jobs as the scheduler runs them, each with the job its slots enqueue."""
+        return [Schedule(p.app or self.name, p.name, Cron(p.cron), self.tasks[p.kind].spec(p.payload))
+                for p in self.periodics.values()]
 
     def intervals(self, overrides: Mapping[str, float] | None = None) -> dict[str, float]:
         """Seconds between calls per limiter: the app's, then PGJOBS_RATE_LIMITS over them."""

@@ -16,7 +16,7 @@ import typer
 from pydantic import ValidationError
 
 from pgjobs.app import App, builtin_app, load_app
-from pgjobs.cli import db, enqueue, jobs, worker
+from pgjobs.cli import db, enqueue, jobs, schedules, worker
 from pgjobs.cli.common import Cli, UsageFailure, one_line
 from pgjobs.errors import PgjobsError
 from pgjobs.settings import Settings
@@ -54,6 +54,7 @@ def build(app: App) -> typer.Typer:
     root.command()(worker.worker)
     root.command()(jobs.stats)
     root.command()(jobs.prune)
+    root.command()(schedules.schedules)
     for name, fn in app.commands:
         root.command(name)(fn)
     for name, group in app.command_groups:

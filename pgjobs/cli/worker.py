@@ -1,8 +1,10 @@
-"""`pgjobs worker`: the daemon. SIGTERM/SIGINT stop it gracefully; a second signal hurries it."""
+"""`pgjobs worker`: the daemon, and the periodic-job scheduler beside it. SIGTERM/SIGINT stop both
+gracefully; a second signal hurries the worker."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from typing import List, Optional
 
@@ -12,13 +14,19 @@ from pgjobs import database, logs, migrations
 from pgjobs.app import App, WorkerResources
 from pgjobs.cli.common import cli
 from pgjobs.queue import RateLimits, Worker
+from pgjobs.queue.periodic import Scheduler
 from pgjobs.settings import Settings
+
+log = logging.getLogger("pgjobs.worker")
 
 
 async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str] | None = None,
                      concurrency: int | None = None, burst: bool = False,
                      burst_waits_for_scheduled: bool = False) -> int:
-    """Run `app`'s kinds until stopped (or drained, with burst); the CLI's and the demo's worker."""
+    """Run `app`'s kinds until stopped (or drained, with burst); the CLI's and the demo's worker.
+
+    The app's periodic jobs are scheduled beside it: a long-running worker runs the scheduler until
+    it stops; a burst worker takes the slots due when it starts (the catch-up rule), then drains."""
     pool = await database.open_pool(dsn, max_size=4)
     try:
         async with pool.connection() as conn:
@@ -31,24 +39,49 @@ async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str
                 poll_interval=settings.poll_interval, shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
                 burst_waits_for_scheduled=burst_waits_for_scheduled, state=state,
             )
-            await _serve(worker)
-        return 0
+            scheduler = Scheduler(pool, app.schedules())
+            if burst and scheduler.schedules:
+                await scheduler.sync()
+                await scheduler.run_due()
+            return await _serve(worker, None if burst else scheduler)
     finally:
         await pool.close()
 
 
-async def _serve(worker: Worker) -> None:
-    """Run until done, with SIGTERM/SIGINT asking for a graceful stop."""
+async def _serve(worker: Worker, scheduler: Scheduler | None) -> int:
+    """Run until done, with SIGTERM/SIGINT asking for a graceful stop; 1 if the scheduler failed."""
     loop = asyncio.get_running_loop()
     signals = {"count": 0}
 
     def on_signal() -> None:
         signals["count"] += 1
         worker.stop(now=signals["count"] > 1)  # a second signal hands running jobs back now
+        if scheduler is not None:
+            scheduler.stop()
+
+    def scheduler_ended(task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("periodic scheduler failed; stopping the worker", exc_info=task.exception())
+            worker.stop()  # gracefully: running jobs finish
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    await worker.run()
+    scheduling = None
+    if scheduler is not None and scheduler.schedules:
+        scheduling = asyncio.create_task(scheduler.run(), name="periodic")
+        scheduling.add_done_callback(scheduler_ended)
+    try:
+        await worker.run()
+    finally:
+        if scheduling is not None:
+            scheduler.stop()
+            # A pass stuck on an unreachable database is cancelled: its transaction rolls back, so
+            # the slot stays free for the next worker.
+            _, late = await asyncio.wait([scheduling], timeout=5.0)
+            for task in late:
+                task.cancel()
+            await asyncio.wait([scheduling])
+    return 1 if scheduling is not None and not scheduling.cancelled() and scheduling.exception() else 0
 
 
 def worker(
@@ -56,7 +89,8 @@ def worker(
     queue: Optional[List[str]] = typer.Option(None, "--queue", "-q",
                                               help="queue to serve (repeatable; default: every queue of the app's kinds)"),
     concurrency: Optional[int] = typer.Option(None, min=1, help="jobs in flight (PGJOBS_CONCURRENCY)"),
-    burst: bool = typer.Option(False, help="exit 0 once the queues have nothing runnable or running"),
+    burst: bool = typer.Option(False, help="exit 0 once the queues have nothing runnable or running (periodic "
+                                           "slots due at start are enqueued first)"),
     wait_scheduled: bool = typer.Option(False, "--wait-scheduled",
                                         help="with --burst: also wait for jobs scheduled later (retries, snoozes)"),
 ) -> None:
