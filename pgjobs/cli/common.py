@@ -48,13 +48,16 @@ def redact(text: str) -> str:
 def check_dsn(dsn: str) -> None:
     """Refuse a DSN libpq cannot parse, or whose port is not a number, in one line that names the
     problem and never the password (psycopg would otherwise fail later, quoting the DSN)."""
+    bad = "bad database URL (PGJOBS_DSN / DATABASE_URL)"
     try:
         params = conninfo_to_dict(dsn)
+    except UnicodeError:  # bytes that are not UTF-8 in the environment variable
+        raise UsageFailure(f"{bad}: not valid UTF-8") from None
     except psycopg.ProgrammingError as exc:
-        raise UsageFailure(f"bad database URL (PGJOBS_DSN / DATABASE_URL): {one_line(exc)}") from None
+        raise UsageFailure(f"{bad}: {one_line(exc)}") from None
     for port in str(params.get("port") or "").split(","):
         if port and not port.strip().isdigit():
-            raise UsageFailure(f"bad database URL (PGJOBS_DSN / DATABASE_URL): port {redact(port)!r} is not a number")
+            raise UsageFailure(f"{bad}: port {redact(port)!r} is not a number")
 
 
 def one_line(exc: BaseException) -> str:
@@ -75,9 +78,22 @@ def report(exc: BaseException) -> int:
     return 2
 
 
+def _check_utf8(args: list[str]) -> None:
+    """Refuse an argument that is not valid UTF-8 (Python hands its bytes over as lone surrogates,
+    which no database parameter, JSON text or message can carry)."""
+    for i, arg in enumerate(args):
+        try:
+            arg.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            where = f"the value of {args[i - 1]}" if i and args[i - 1].startswith("-") else f"argument {i + 1}"
+            byte = ord(arg[exc.start]) - 0xDC00
+            raise UsageFailure(f"{where} is not valid UTF-8 (byte 0x{byte:02x} at offset {exc.start})") from None
+
+
 def invoke(root: typer.Typer, args: list[str]) -> int:
     """Run the command tree on `args`; the exit code. Typer's usage errors (a bad option value, an
     unknown command) become a UsageFailure, so they print as one line too, not a usage block."""
+    _check_utf8(args)
     command = typer.main.get_command(root)
     try:
         result = command.main(args=args, prog_name="pgjobs", standalone_mode=False)

@@ -55,7 +55,9 @@ CASES = {
     "payload-5000-digit-integer": Case(("enqueue", "noop", "--payload", '{"x": 1' + "0" * 5000 + "}"),
                                        ("integer of 5,001 digits",)),
     "payload-invalid-utf8": Case(("enqueue", "noop", "--payload", '{"x": "\udcff"}'),  # argv byte 0xff
-                                 ("--payload", "not valid UTF-8 (byte 0xff")),
+                                 ("the value of --payload is not valid UTF-8 (byte 0xff at offset 7)",)),
+    "dedupe-key-invalid-utf8": Case(("enqueue", "noop", "--dedupe-key", "k\udcfe"),
+                                    ("the value of --dedupe-key is not valid UTF-8 (byte 0xfe",)),
     "payload-not-json": Case(("enqueue", "noop", "--payload", '{"sleep_ms": '), ("--payload", "not valid JSON")),
     "payload-not-an-object": Case(("enqueue", "noop", "--payload", "[1, 2]"), ("must be a JSON object, got an array",)),
     "payload-fails-the-model": Case(("enqueue", "noop", "--payload", '{"sleep_ms": "soon"}'),
@@ -110,6 +112,8 @@ CASES = {
                                    env={"PGJOBS_DSN": f"host='localhost password={SECRET}"}),
     "dsn-url-that-libpq-quotes": Case(("worker", "--burst"), ("bad database URL", "://u:***@"),
                                       env={"PGJOBS_DSN": f"postgresql://u:{SECRET}@[::1"}),
+    "dsn-invalid-utf8": Case(("stats",), ("bad database URL", "not valid UTF-8"),
+                             env={"PGJOBS_DSN": f"host=localhost password={SECRET}\udcff"}),
     "database-url-bad-port": Case(("stats",), ("bad database URL", "port"),
                                   env={"PGJOBS_DSN": "", "DATABASE_URL": f"postgresql://:{SECRET}@h:x/db"}),
     # --- jobs, prune ----------------------------------------------------------------------------------
@@ -127,6 +131,7 @@ CASES = {
     "prune-beyond-a-century": Case(("prune", "--older-than", "9999999999w"), ("at most 100 years",)),
     # --- queues, workers, stats -----------------------------------------------------------------------
     "pause-empty-queue": Case(("queues", "pause", ""), ("queue name must not be empty",)),
+    "pause-invalid-utf8": Case(("queues", "pause", "m\udcc3"), ("argument 3 is not valid UTF-8 (byte 0xc3",)),
     "resume-empty-queue": Case(("queues", "resume", ""), ("queue name must not be empty",)),
     "workers-bad-stale-after": Case(("workers", "--stale-after", "0s"), ("must be positive",)),
     "stats-bad-stale-after": Case(("stats", "--stale-after", "forever"), ("bad --stale-after",)),
