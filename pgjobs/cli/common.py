@@ -102,6 +102,9 @@ def invoke(root: typer.Typer, args: list[str]) -> int:
         if not message:  # a group given no command: typer has printed its help
             return exc.exit_code
         raise UsageFailure(message) from None
+    except typer.Abort:  # end of input at a prompt
+        print("pgjobs: aborted", file=sys.stderr)
+        return 1
     return result if type(result) is int else 0  # an int is typer.Exit's code (the worker's)
 
 
