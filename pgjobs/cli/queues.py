@@ -8,6 +8,7 @@ wait, queued, until a worker whose app declares the kind starts on their queue.
 from __future__ import annotations
 
 import getpass
+import shlex
 import socket
 from typing import Any
 
@@ -47,13 +48,14 @@ def _who() -> str:
 def pause(ctx: typer.Context, queue: str = typer.Argument(..., help="the queue to pause"),
           json_output: bool = typer.Option(False, "--json")) -> None:
     """Stop workers claiming QUEUE's jobs (running ones finish; enqueues still go in) until resumed."""
+    queue = _queue_name(queue)
     with cli(ctx).connect() as conn:
-        row = admin.pause_queue(conn, _queue_name(queue), paused_by=_who())
+        row = admin.pause_queue(conn, queue, paused_by=_who())
     if json_output:
         print_json({"queue": row["queue"], "paused_at": row["paused_at"], "paused_by": row["paused_by"],
                     "already_paused": not row["created"]})
     elif row["created"]:
-        say(f"paused queue {queue!r}: its jobs wait until `pgjobs queues resume {queue}`")
+        say(f"paused queue {queue!r}: its jobs wait until `pgjobs queues resume {shlex.quote(queue)}`")
     else:
         say(f"queue {queue!r} was already paused (since {row['paused_at']:%Y-%m-%d %H:%M:%S %Z}"
             f" by {row['paused_by'] or '?'})")
@@ -63,8 +65,9 @@ def pause(ctx: typer.Context, queue: str = typer.Argument(..., help="the queue t
 def resume(ctx: typer.Context, queue: str = typer.Argument(..., help="the queue to resume"),
            json_output: bool = typer.Option(False, "--json")) -> None:
     """Let workers claim QUEUE's jobs again; idle workers wake at once."""
+    queue = _queue_name(queue)
     with cli(ctx).connect() as conn:
-        row = admin.resume_queue(conn, _queue_name(queue))
+        row = admin.resume_queue(conn, queue)
     if json_output:
         print_json({"queue": queue, "resumed": row is not None})
     else:
@@ -75,9 +78,9 @@ def resume(ctx: typer.Context, queue: str = typer.Argument(..., help="the queue 
 def list_(ctx: typer.Context, stale_after: str = typer.Option("60s", help=_STALE_HELP),
           json_output: bool = typer.Option(False, "--json")) -> None:
     """Every queue with unfinished jobs, live workers or a pause (and the app's own queues)."""
-    state = cli(ctx)
+    state, window = cli(ctx), _stale_after(stale_after)
     with state.connect() as conn:
-        rows = admin.queues(conn, known=state.app.queues, stale_after=_stale_after(stale_after))
+        rows = admin.queues(conn, known=state.app.queues, stale_after=window)
     if json_output:
         print_json(rows)
     else:
