@@ -353,14 +353,17 @@ def load_app(reference: str) -> App:
         raise ConfigError(f"--app {reference!r}: expected module:attribute, e.g. myproject.jobs:app")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigError(f"--app {reference!r}: cannot import {module_name!r}: {exc}") from None
+    except Exception as exc:  # a missing module, or one that fails while importing
+        raise ConfigError(f"--app {reference!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     try:
         target = getattr(module, attr)
     except AttributeError:
         raise ConfigError(f"--app {reference!r}: module {module_name!r} has no attribute {attr!r}") from None
     if not isinstance(target, App) and callable(target):
-        target = target()
+        try:
+            target = target()
+        except Exception as exc:
+            raise ConfigError(f"--app {reference!r}: {attr}() failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(target, App):
         raise ConfigError(f"--app {reference!r}: {attr!r} is a {type(target).__name__}, not a pgjobs.App")
     return target

@@ -11,14 +11,12 @@ import os
 import sys
 from typing import Optional
 
-import psycopg
 import typer
 from pydantic import ValidationError
 
 from pgjobs.app import App, builtin_app, load_app
-from pgjobs.cli import db, enqueue, jobs, schedules, worker
-from pgjobs.cli.common import Cli, UsageFailure, one_line
-from pgjobs.errors import PgjobsError
+from pgjobs.cli import db, enqueue, jobs, queues, schedules, worker
+from pgjobs.cli.common import EXPECTED_ERRORS, Cli, UsageFailure, invoke, report
 from pgjobs.settings import Settings
 
 HELP = ("pgjobs: a PostgreSQL job queue. The database is PGJOBS_DSN / DATABASE_URL, else an embedded "
@@ -50,9 +48,11 @@ def build(app: App) -> typer.Typer:
     root.add_typer(db.app, name="db")
     root.add_typer(jobs.app, name="jobs")
     root.add_typer(enqueue_group, name="enqueue")
+    root.add_typer(queues.app, name="queues")
     root.command()(db.migrate)
     root.command()(worker.worker)
-    root.command()(jobs.stats)
+    root.command()(queues.stats)
+    root.command()(queues.workers)
     root.command()(jobs.prune)
     root.command()(schedules.schedules)
     for name, fn in app.commands:
@@ -82,11 +82,7 @@ def main(argv: list[str] | None = None) -> None:
         reference, args = _take_app(args)
         reference = reference or os.environ.get("PGJOBS_APP") or None
         app = load_app(reference) if reference else builtin_app()
-        # Typer's standalone mode already turns usage errors into a message and exit code 2.
-        build(app)(args=args, prog_name="pgjobs")
-    except (UsageFailure, PgjobsError) as exc:
-        print(f"pgjobs: error: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
-    except psycopg.OperationalError as exc:
-        print(f"pgjobs: error: database: {one_line(exc)}", file=sys.stderr)
-        sys.exit(2)
+        code = invoke(build(app), args)
+    except EXPECTED_ERRORS as exc:
+        code = report(exc)
+    sys.exit(code)

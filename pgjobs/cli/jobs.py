@@ -1,4 +1,4 @@
-"""`pgjobs jobs list|show|retry|cancel`, `pgjobs stats`, `pgjobs prune`."""
+"""`pgjobs jobs list|show|retry|cancel` and `pgjobs prune`."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ from datetime import datetime, timedelta, timezone
 from typing import Optional
 
 import typer
+from rich.text import Text
 
-from pgjobs.cli.common import cli, console, parse_duration, print_json, print_table
+from pgjobs.cli.common import cli, console, parse_duration, print_json, print_table, say
 from pgjobs.queue import admin
 from pgjobs.queue.maintenance import prune as prune_families
 
@@ -39,7 +40,7 @@ def list_(
 
 @app.command()
 def show(ctx: typer.Context, job_id: int, json_output: bool = typer.Option(False, "--json")) -> None:
-    """Everything about one job, with its error history."""
+    """Everything about one job, with each failed attempt's error and traceback."""
     with cli(ctx).connect() as conn:
         job = admin.get_job(conn, job_id)
     if json_output:
@@ -47,9 +48,12 @@ def show(ctx: typer.Context, job_id: int, json_output: bool = typer.Option(False
         return
     for key, value in job.items():
         if key != "errors":
-            console.print(f"[bold]{key:>16}[/bold]  {'' if value is None else value}")
+            console.print(Text.assemble((f"{key:>16}", "bold"), f"  {'' if value is None else value}"), soft_wrap=True)
     for error in job["errors"]:
-        console.print(f"{'attempt ' + str(error.get('attempt')):>16}  {error.get('outcome')}: {error.get('error')}")
+        at = f" at {error['at']}" if error.get("at") else ""
+        say(f"{'attempt ' + str(error.get('attempt')):>16}  {error.get('outcome')}{at}: {error.get('error')}")
+        for line in (error.get("traceback") or "").rstrip().splitlines():
+            say(" " * 18 + line)
 
 
 @app.command()
@@ -70,19 +74,6 @@ def cancel(ctx: typer.Context, job_id: int, json_output: bool = typer.Option(Fal
     else:
         console.print(f"cancelled {len(ids)} job(s)" + (f": {', '.join(map(str, ids))}" if ids else
                                                           " (nothing unfinished)"))
-
-
-def stats(ctx: typer.Context, json_output: bool = typer.Option(False, "--json")) -> None:
-    """Jobs by queue and state, and the age of the oldest runnable job."""
-    with cli(ctx).connect() as conn:
-        rows = admin.stats(conn)
-    for row in rows:
-        if row["oldest_runnable_seconds"] is not None:
-            row["oldest_runnable_seconds"] = round(float(row["oldest_runnable_seconds"]), 3)
-    if json_output:
-        print_json(rows)
-    else:
-        print_table(rows, ["queue", "state", "jobs", "oldest_runnable_seconds"], title="pgjobs")
 
 
 def prune(

@@ -1,23 +1,33 @@
-"""Operators' view of the queue: look up, list, cancel, retry jobs; counts by queue and state."""
+"""Operators' view of the queue: look up, list, cancel, retry jobs; counts by queue and state; pause
+and resume queues; live workers, and the queued kinds none of them serves.
+
+A worker is live while its heartbeat (pgjobs.workers.heartbeat_at) is younger than `stale_after`
+seconds, LIVE_WINDOW by default: workers refresh it every few seconds, so a row older than a minute
+belongs to a worker that died without deleting it.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import psycopg
 from psycopg.rows import dict_row
 
 from pgjobs.queue.errors import JobNotFound
 from pgjobs.queue.jobs import Q
+from pgjobs.sqlfiles import load_queries
+
+A = load_queries("queue/admin.sql")
+LIVE_WINDOW = 60.0  # seconds since its last heartbeat that a worker still counts as live
 
 
-def _dicts(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+def _dicts(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(Q[name], params).fetchall()
+        return cur.execute(query, params).fetchall()
 
 
 def get_job(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:
-    rows = _dicts(conn, "get_job", {"id": job_id})
+    rows = _dicts(conn, Q["get_job"], {"id": job_id})
     if not rows:
         raise JobNotFound(f"no job with id {job_id}")
     return rows[0]
@@ -27,12 +37,8 @@ def list_jobs(
     conn: psycopg.Connection, *, state: str | None = None, queue: str | None = None,
     root_id: int | None = None, kind: str | None = None, limit: int = 50,
 ) -> list[dict[str, Any]]:
-    return _dicts(conn, "list_jobs", {"state": state, "queue": queue, "root_id": root_id, "kind": kind,
-                                      "limit": limit})
-
-
-def family(conn: psycopg.Connection, root_id: int) -> list[dict[str, Any]]:
-    return _dicts(conn, "family", {"root_id": root_id})
+    return _dicts(conn, Q["list_jobs"], {"state": state, "queue": queue, "root_id": root_id, "kind": kind,
+                                         "limit": limit})
 
 
 def cancel(conn: psycopg.Connection, job_id: int, *, reason: str = "cancelled by operator") -> list[int]:
@@ -55,4 +61,45 @@ def retry(conn: psycopg.Connection, job_id: int) -> None:
 
 
 def stats(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    return _dicts(conn, "stats", {})
+    """Jobs by queue and state, with the age of each queue's oldest runnable job."""
+    return _dicts(conn, Q["stats"], {})
+
+
+# --- queues ---------------------------------------------------------------------------------------
+
+
+def pause_queue(conn: psycopg.Connection, queue: str, *, paused_by: str | None) -> dict[str, Any]:
+    """Pause `queue`: workers stop claiming its jobs (running ones finish). Returns the pause, with
+    `created` False when the queue was already paused (that earlier pause is kept)."""
+    return _dicts(conn, A["pause_queue"], {"queue": queue, "paused_by": paused_by})[0]
+
+
+def resume_queue(conn: psycopg.Connection, queue: str) -> dict[str, Any] | None:
+    """Resume `queue` and wake idle workers on it (at commit); the pause lifted, None if it had none."""
+    rows = _dicts(conn, A["resume_queue"], {"queue": queue})
+    return rows[0] if rows else None
+
+
+def paused_queues(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    return _dicts(conn, A["paused_queues"], {})
+
+
+def queues(conn: psycopg.Connection, *, known: Sequence[str] = (), stale_after: float = LIVE_WINDOW
+           ) -> list[dict[str, Any]]:
+    """Every queue with jobs, a pause or a live worker (and those in `known`): unfinished jobs, live
+    workers serving it, its pause."""
+    return _dicts(conn, A["queues"], {"known": list(known), "stale_after": stale_after})
+
+
+# --- workers --------------------------------------------------------------------------------------
+
+
+def workers(conn: psycopg.Connection, *, include_stale: bool = False, stale_after: float = LIVE_WINDOW
+            ) -> list[dict[str, Any]]:
+    """Live workers (every registered one with include_stale), each with `running_jobs` it holds."""
+    return _dicts(conn, A["workers"], {"include_stale": include_stale, "stale_after": stale_after})
+
+
+def unserved_kinds(conn: psycopg.Connection, *, stale_after: float = LIVE_WINDOW) -> list[dict[str, Any]]:
+    """(kind, queue, jobs) of queued jobs that no live worker runs: they wait for one that does."""
+    return _dicts(conn, A["unserved_kinds"], {"stale_after": stale_after})

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import signal
-import socket
 import time
 
 import psycopg
@@ -61,7 +60,9 @@ def test_quickstart_migrate_enqueue_burst_worker_then_every_job_succeeded(make_c
     assert set(single) <= {j["id"] for j in jobs}
 
     stats = cli.json("stats")
-    assert [(s["queue"], s["state"], s["jobs"]) for s in stats] == [("default", "succeeded", 23)]
+    assert [(s["queue"], s["state"], s["jobs"], s["paused"]) for s in stats["queues"]] == [
+        ("default", "succeeded", 23, False)]
+    assert (stats["paused"], stats["unserved_kinds"], stats["live_workers"]) == ([], [], 0)
 
     shown = cli.json("jobs", "show", str(single[0]))
     assert (shown["id"], shown["root_id"], shown["parent_id"], shown["kind"]) == (single[0], single[0], None, "noop")
@@ -69,78 +70,7 @@ def test_quickstart_migrate_enqueue_burst_worker_then_every_job_succeeded(make_c
     assert shown["errors"] == [] and shown["last_error"] is None and shown["finished_at"] is not None
 
 
-# --- 2. bad input: one line on stderr, exit code 2, no traceback, nothing enqueued ----------------
-
-
-def _assert_usage_error(ran, *needles: str) -> str:
-    assert ran.returncode == 2, (ran.returncode, ran.stdout, ran.stderr)
-    assert "Traceback" not in ran.stdout + ran.stderr, ran.stderr
-    lines = ran.stderr.strip().splitlines()
-    assert len(lines) == 1, ran.stderr
-    for needle in needles:
-        assert needle in lines[0], lines[0]
-    return lines[0]
-
-
-@pytest.mark.parametrize("payload, needle", [
-    ('{"sleep_ms": ', "not valid JSON"),
-    ("[1, 2]", "must be a JSON object, got list"),
-    ('{"sleep_ms": "soon"}', "invalid payload for noop: sleep_ms"),
-])
-def test_enqueue_rejects_a_bad_payload(cli, fresh_dsn, sql, payload, needle):
-    _assert_usage_error(cli("enqueue", "noop", "--payload", payload, check=False), "--payload", needle)
-    assert _job_count(sql, fresh_dsn) == 0
-
-
-def test_enqueue_rejects_an_unknown_kind(cli, fresh_dsn, sql):
-    _assert_usage_error(cli("enqueue", "nope", "--payload", "{}", check=False), "unknown job kind 'nope'", "noop")
-    assert _job_count(sql, fresh_dsn) == 0
-
-
-@pytest.mark.parametrize("bad_line, needle", [('{"sleep_ms": 1', "not valid JSON"),
-                                              ('{"sleep_ms": -1}', "invalid payload for noop: sleep_ms")])
-def test_enqueue_from_a_file_with_one_bad_line_enqueues_nothing_and_names_the_line(cli, fresh_dsn, sql, tmp_path,
-                                                                                  bad_line, needle):
-    path = tmp_path / "jobs.jsonl"
-    path.write_text('{"sleep_ms": 1}\n{"sleep_ms": 2}\n' + bad_line + '\n{"sleep_ms": 4}\n')
-    _assert_usage_error(cli("enqueue", "noop", "--from", str(path), check=False), f"{path}:3", needle)
-    assert _job_count(sql, fresh_dsn) == 0
-
-
-def test_an_unreachable_database_is_one_line_and_exit_2(make_cli):
-    with socket.socket() as sock:  # a port that was free a moment ago; nothing listens on it
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    cli = make_cli(f"postgresql://pgjobs@127.0.0.1:{port}/pgjobs?connect_timeout=5")
-    for args in (["enqueue", "noop", "--payload", "{}"], ["stats"]):
-        _assert_usage_error(cli(*args, check=False, timeout=30), "cannot connect to the database", f"port {port}")
-
-
-def test_an_unmigrated_schema_names_pgjobs_migrate_for_enqueue_and_worker(make_cli, empty_dsn, sql):
-    cli = make_cli(empty_dsn)
-    _assert_usage_error(cli("enqueue", "noop", "--payload", "{}", check=False), "`pgjobs migrate`")
-    _assert_usage_error(cli("worker", "--burst", check=False, timeout=30), "`pgjobs migrate`")
-    assert sql(empty_dsn, "SELECT to_regclass('pgjobs.jobs')") == [(None,)]  # nothing created behind our back
-
-
-@pytest.mark.parametrize("value", ["-5m", "5 fortnights"])
-def test_prune_rejects_a_bad_older_than_and_deletes_nothing(cli, fresh_dsn, sql, value):
-    _insert_job(sql, fresh_dsn, state="succeeded")
-    _assert_usage_error(cli("prune", "--older-than", value, check=False), f"bad --older-than {value!r}")
-    assert _job_count(sql, fresh_dsn) == 1
-
-
-@pytest.mark.parametrize("name, value, command", [
-    ("PGJOBS_LEASE_SECONDS", "soon", "enqueue"),
-    ("PGJOBS_LEASE_SECONDS", "0", "worker"),
-    ("PGJOBS_LOG_LEVEL", "LOUD", "worker"),
-    ("PGJOBS_LOG_FORMAT", "xml", "enqueue"),
-])
-def test_a_bad_setting_is_one_line_and_exit_2(cli, fresh_dsn, sql, name, value, command):
-    _insert_job(sql, fresh_dsn)
-    args = {"enqueue": ["enqueue", "noop"], "worker": ["worker", "--burst"]}[command]
-    _assert_usage_error(cli(*args, env=cli.env(**{name: value}), check=False), f"bad setting {name}")
-    assert sql(fresh_dsn, "SELECT state::text, attempt FROM pgjobs.jobs") == [("queued", 0)]  # untouched
+# --- 2. bad input: see test_hostile_input.py ---------------------------------------------------------
 
 
 # --- 3. cancel, retry, prune ----------------------------------------------------------------------
