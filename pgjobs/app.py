@@ -353,6 +353,8 @@ def load_app(reference: str) -> App:
         raise ConfigError(f"--app {reference!r}: expected module:attribute, e.g. myproject.jobs:app")
     try:
         module = importlib.import_module(module_name)
+    except ConfigError:  # the app's own declaration is wrong: its message says where
+        raise
     except Exception as exc:  # a missing module, or one that fails while importing
         raise ConfigError(f"--app {reference!r}: cannot import {module_name!r}: {type(exc).__name__}: {exc}") from None
     try:
@@ -362,6 +364,8 @@ def load_app(reference: str) -> App:
     if not isinstance(target, App) and callable(target):
         try:
             target = target()
+        except ConfigError:
+            raise
         except Exception as exc:
             raise ConfigError(f"--app {reference!r}: {attr}() failed: {type(exc).__name__}: {exc}") from None
     if not isinstance(target, App):
