@@ -18,7 +18,7 @@ import httpx
 import psycopg
 
 from pgjobs.enrichment.demo import DEMO_RELEASES
-from pgjobs.sandbox.lifecycle import settings_overrides
+from pgjobs.enrichment.sandbox.lifecycle import settings_overrides
 
 COLLISION_COURSE = "b7ceb41b-c078-4e25-876b-f32c166e97e2"  # JAY-Z / Linkin Park: two credits, searches Discogs
 ELLA_AND_LOUIS = "e61d5658-816d-4ba8-b3d2-e5c9f0c894fc"  # a medium without track data: Spotify fallback

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
 from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 USER_AGENT = "pgjobs-tests/0.1 ( https://github.com/pgjobs/pgjobs )"

@@ -16,7 +16,7 @@ from sandbox_support import (
 from pgjobs.enrichment.matching import best_match
 from pgjobs.enrichment.providers import NotFound, Providers, RateLimited, count_api_calls
 from pgjobs.enrichment.providers.musicbrainz import discogs_artist_id_from_url
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
 
 
 async def test_release_with_two_credits(providers: Providers, gate: RecordingGate, sandbox: SandboxServer) -> None:

@@ -27,15 +27,15 @@ from pgjobs.app import WorkerResources
 from pgjobs.enrichment import api
 from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, MAX_ATTEMPTS, PRIORITY, Op
 from pgjobs.queue import RateLimits, Worker, WorkerHooks, enqueue
-from pgjobs.sandbox import SandboxServer
-from pgjobs.sandbox.fixtures import Fixture, FixtureSet
+from pgjobs.enrichment.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox.fixtures import Fixture, FixtureSet
 from pgjobs.enrichment.app import make_app
 from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 UNDER_TEST = "under-test"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-# MBIDs and ids the shipped sandbox fixtures know (pgjobs/sandbox/fixtures/*/index.json).
+# MBIDs and ids the shipped sandbox fixtures know (pgjobs/enrichment/sandbox/fixtures/*/index.json).
 COLLISION_COURSE = "b7ceb41b-c078-4e25-876b-f32c166e97e2"
 ELLA_AND_LOUIS = "e61d5658-816d-4ba8-b3d2-e5c9f0c894fc"
 COLDPLAY = "cc197bad-dc9c-440d-a5b5-d52ba2e14234"
