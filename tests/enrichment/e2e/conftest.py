@@ -9,7 +9,7 @@ ENRICHMENT_APP = "pgjobs.enrichment.app:app"
 
 
 @pytest.fixture
-def cli(make_cli, fresh_dsn):  # noqa: F811  (the enrichment app's, over clitools' built-in one)
+def cli(make_cli, fresh_dsn):
     return make_cli(fresh_dsn, ENRICHMENT_APP)
 
 
