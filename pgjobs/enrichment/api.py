@@ -29,20 +29,27 @@ def album_for_mbid(conn: psycopg.Connection, mbid: UUID) -> UUID:
     return row[0]
 
 
+def album_root(album_id: UUID, *, force: bool = False, priority: int | None = None,
+               triggered_by: str = "cli") -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """(kind, payload, options) of an album's root ENRICH_ALBUM job, for enqueue / enqueue_async.
+
+    The dedupe key allows at most one unfinished chain per album: enqueueing again returns it."""
+    payload = EnrichAlbum(album_id=album_id, force=force, triggered_by=triggered_by).model_dump(mode="json")
+    options = {"priority": PRIORITY[Op.ENRICH_ALBUM] if priority is None else priority,
+               "max_attempts": MAX_ATTEMPTS, "backoff_base_ms": BACKOFF_BASE_MS,
+               "dedupe_key": f"ENRICH_ALBUM:{album_id}"}
+    return Op.ENRICH_ALBUM.value, payload, options
+
+
 def enqueue_enrich_album(
     conn: psycopg.Connection, album_id: UUID, *, force: bool = False, priority: int | None = None,
     triggered_by: str = "cli",
 ) -> Enqueued:
-    """Start (or join) an album's enrichment chain: a root ENRICH_ALBUM job.
-
-    At most one unfinished chain per album: enqueueing again returns the running one."""
+    """Start (or join) an album's enrichment chain: a root ENRICH_ALBUM job (see album_root)."""
     if conn.execute("SELECT 1 FROM public.album WHERE id = %s", (album_id,)).fetchone() is None:
         raise AlbumNotFound(f"no album with id {album_id} (use --mbid RELEASE_MBID to create one)")
-    payload = EnrichAlbum(album_id=album_id, force=force, triggered_by=triggered_by)
-    return enqueue(conn, Op.ENRICH_ALBUM.value, payload.model_dump(mode="json"),
-                   priority=PRIORITY[Op.ENRICH_ALBUM] if priority is None else priority,
-                   max_attempts=MAX_ATTEMPTS, backoff_base_ms=BACKOFF_BASE_MS,
-                   dedupe_key=f"ENRICH_ALBUM:{album_id}")
+    kind, payload, options = album_root(album_id, force=force, priority=priority, triggered_by=triggered_by)
+    return enqueue(conn, kind, payload, **options)
 
 
 def roots(conn: psycopg.Connection, *, limit: int = 20, status: str | None = None) -> list[dict[str, Any]]:

@@ -106,6 +106,6 @@ def serve(
     port: int = typer.Option(8089, min=0, max=65535),
 ) -> None:
     """Serve the five APIs from the fixtures shipped in the package."""
-    from pgjobs.sandbox import serve as run_sandbox
+    from pgjobs.enrichment.sandbox import serve as run_sandbox
 
     run_sandbox(host, port)

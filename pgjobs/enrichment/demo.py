@@ -39,7 +39,7 @@ def _fresh_database(server_dsn: str) -> str:
 def demo(ctx: typer.Context, concurrency: int = typer.Option(8, min=1)) -> None:
     """Run the enrichment chain on the fixture albums against the sandbox and show the timelines."""
     from pgjobs import logs
-    from pgjobs.sandbox import SandboxServer
+    from pgjobs.enrichment.sandbox import SandboxServer
 
     state = cli(ctx)
     logs.configure(state.settings.log_format, "WARNING")

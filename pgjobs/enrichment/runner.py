@@ -1,10 +1,11 @@
 """The one place an attempt becomes a log row: processors return a Result, the runner does the rest.
 
 A processor calls its providers (outside any transaction) and returns a `Result`: status, reason,
-metadata, and an `apply` callback for entity updates and children. The runner turns provider
-errors and bugs into FAILED results, counts API calls and time, and hands the queue an outcome
-whose write runs `apply`, then inserts exactly one enrichment_log row — lineage taken from the
-job row — all in the completion transaction. No processor writes a log row itself.
+metadata, an `apply` callback for entity updates and children, and the queue's own outcome for
+the job (`Complete()` by default; `Discard(…)`, `Retry(…)`, `Snooze(…)` from pgjobs.queue). The
+runner turns provider errors and bugs into FAILED results, counts API calls and time, and gives
+that outcome a write that runs `apply`, then inserts exactly one enrichment_log row — lineage
+taken from the job row — all in the completion transaction. No processor writes a log row itself.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Literal
+from typing import Any, Awaitable, Callable
 from uuid import UUID
 
 from psycopg.rows import dict_row
@@ -28,7 +29,6 @@ from pgjobs.sqlfiles import load_queries
 
 Q = load_queries("enrichment/queries.sql")
 log = logging.getLogger("pgjobs.enrichment")
-Next = Literal["complete", "retry", "snooze", "discard"]
 # Column types of Q["copy_log"], in order (metadata goes in as JSON text).
 LOG_TYPES = ("text", "uuid", "text", "text[]", "text", "text", "text[]", "text", "text", "int4", "int4", "text",
              "text", "text", "int8", "int8", "bool", "int4", "text")
@@ -48,8 +48,8 @@ class Result:
     error_code: str | None = None
     error_message: str | None = None
     apply: Callable[[JobTransaction, "Result"], Awaitable[None]] | None = None
-    next: Next = "complete"
-    delay: float | None = None  # seconds, for retry/snooze
+    # What the queue does with the job; the runner attaches the write (apply + the log row).
+    outcome: Outcome = field(default_factory=Complete)
     sources: list[str] | None = None  # defaults to the job type's
 
 
@@ -75,16 +75,16 @@ def failure(exc: ProviderError, job: Job) -> Result:
     """A provider error as a FAILED attempt: snooze on rate limits, retry transient ones, else stop."""
     metadata = {"provider": exc.provider, "httpStatus": exc.status, "upstreamCode": exc.upstream_code}
     if isinstance(exc, RateLimited):
-        return Result("FAILED", f"rate limited by {exc.provider}; retrying in {exc.retry_after:.0f}s "
-                      "without spending an attempt", metadata=metadata | {"retryAfter": exc.retry_after},
-                      error_code=exc.code, error_message=str(exc), next="snooze", delay=exc.retry_after)
+        reason = f"rate limited by {exc.provider}; retrying in {exc.retry_after:.0f}s without spending an attempt"
+        return Result("FAILED", reason, metadata=metadata | {"retryAfter": exc.retry_after}, error_code=exc.code,
+                      error_message=str(exc), outcome=Snooze(exc.retry_after, reason))
     if exc.retryable:
         spent = job.attempt - job.snoozes >= job.max_attempts
         tail = "no attempts left" if spent else "will retry with backoff"
         return Result("FAILED", f"{exc.provider} failed ({exc.code}); {tail}", metadata=metadata,
-                      error_code=exc.code, error_message=str(exc), next="retry")
+                      error_code=exc.code, error_message=str(exc), outcome=Retry(str(exc)))
     return Result("FAILED", f"{exc.provider} refused the request ({exc.code}); not retried", metadata=metadata,
-                  error_code=exc.code, error_message=str(exc), next="discard")
+                  error_code=exc.code, error_message=str(exc), outcome=Discard(str(exc)))
 
 
 def _entity_id(op: Op, raw: Any) -> UUID | None:
@@ -129,16 +129,6 @@ async def spawn(tx: JobTransaction, result: Result, op: Op, payload: Payload, *,
     return child
 
 
-def _outcome(result: Result, write, rows) -> Outcome:
-    if result.next == "snooze":
-        return Snooze(result.delay or 1.0, result.reason, write=write, rows=rows)
-    if result.next == "retry":
-        return Retry(result.error_message or result.reason, delay=result.delay, write=write, rows=rows)
-    if result.next == "discard":
-        return Discard(result.error_message or result.reason, write=write, rows=rows)
-    return Complete(write, rows=rows)
-
-
 def make_handler(op: Op, processor: Processor) -> Callable[[JobContext], Awaitable[Outcome]]:
     """The handler of one job type; its Env is the app's ctx.state."""
     model = PAYLOADS[op]
@@ -151,9 +141,9 @@ def make_handler(op: Op, processor: Processor) -> Callable[[JobContext], Awaitab
                 payload = model.model_validate(raw)
             except ValidationError as exc:
                 first = exc.errors()[0]
-                where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+                problem = f"{'.'.join(str(p) for p in first.get('loc', ())) or 'payload'}: {first.get('msg')}"
                 result = Result("FAILED", "invalid payload; not retried", error_code="INVALID_PAYLOAD",
-                                error_message=f"{where}: {first.get('msg')}", next="discard")
+                                error_message=problem, outcome=Discard(problem))
             else:
                 try:
                     result = await processor(env, job, payload)
@@ -161,8 +151,9 @@ def make_handler(op: Op, processor: Processor) -> Callable[[JobContext], Awaitab
                     result = failure(exc, job)
                 except Exception as exc:  # a bug or an unforeseen answer: log it, fail the attempt
                     log.exception("%s job %s crashed", op.value, job.id)
+                    problem = f"{type(exc).__name__}: {exc}"
                     result = Result("FAILED", "unexpected error; will retry", error_code="INTERNAL_ERROR",
-                                    error_message=f"{type(exc).__name__}: {exc}", next="retry")
+                                    error_message=problem, outcome=Retry(problem))
         duration_ms = round((time.perf_counter() - started) * 1000)
         audit = {"entity_id": _entity_id(op, raw), "duration_ms": duration_ms, "api_calls": calls.value,
                  "triggered_by": _triggered_by(raw)}
@@ -183,8 +174,8 @@ def make_handler(op: Op, processor: Processor) -> Callable[[JobContext], Awaitab
                 await write_log(tx, op, failed, **audit)
             return write_failure
 
-        outcome = _outcome(result, write, rows)
-        outcome.on_write_error = on_write_error
+        outcome = result.outcome
+        outcome.write, outcome.rows, outcome.on_write_error = write, rows, on_write_error
         return outcome
 
     return handle

@@ -1,14 +1,17 @@
-"""The enrichment app's settings: provider endpoints and credentials (prefix PGJOBS_, read once).
+"""The enrichment app's settings: provider endpoints and credentials, re-enrichment (prefix PGJOBS_).
 
-Defaults are the real public endpoints; secrets are SecretStr, so they print as '**********'.
+The only home of provider URLs and credentials (the core's Settings has none). Defaults are the
+real public endpoints; secrets are SecretStr, so they print as '**********'. Rate limits are not
+here: the app declares RATE_LIMITS, the worker merges PGJOBS_RATE_LIMITS over them into the one
+RateLimits the providers are handed.
 """
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pgjobs.settings import parse_rate_limits
+from pgjobs.errors import ConfigError
 
 # The providers' published limits: MusicBrainz 1 request/s per client, Discogs 60/min authenticated.
 RATE_LIMITS = {"musicbrainz": "1/s", "discogs": "60/min"}
@@ -17,8 +20,10 @@ RATE_LIMITS = {"musicbrainz": "1/s", "discogs": "60/min"}
 class EnrichmentSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PGJOBS_", extra="ignore", populate_by_name=True)
 
-    rate_limits: str = ""  # the same PGJOBS_RATE_LIMITS the worker reads, over RATE_LIMITS
-    reenrich_after_days: float = Field(default=30.0, gt=0)  # the periodic re-enrichment's age cut-off
+    # Periodic re-enrichment (REENRICH_STALE_ALBUMS): when it runs, which albums count as stale
+    # (enriched longer ago than this, or never), and how many chains one run starts at most.
+    reenrich_cron: str = "0 3 * * *"
+    reenrich_after_days: float = Field(default=30.0, gt=0)
     reenrich_batch: int = Field(default=100, ge=1, le=10_000)
 
     user_agent: str = "pgjobs/0.1.0 ( https://github.com/pgjobs/pgjobs )"
@@ -38,7 +43,13 @@ class EnrichmentSettings(BaseSettings):
     spotify_client_secret: SecretStr | None = None
     spotify_market: str = "US"  # client-credentials searches see nothing without a market
 
-    @property
-    def rate_limit_intervals(self) -> dict[str, float]:
-        defaults = parse_rate_limits(",".join(f"{k}={v}" for k, v in RATE_LIMITS.items()))
-        return defaults | parse_rate_limits(self.rate_limits)
+
+
+def load_settings() -> EnrichmentSettings:
+    """The settings from the environment; a bad value is a one-line ConfigError naming the variable."""
+    try:
+        return EnrichmentSettings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = "PGJOBS_" + "_".join(str(p) for p in first.get("loc", ())).upper()
+        raise ConfigError(f"bad setting {name}: {first.get('msg')}") from None

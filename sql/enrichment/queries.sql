@@ -115,3 +115,18 @@ LEFT JOIN public.album al ON t.entity_type = 'ALBUM' AND al.id = t.entity_id
 LEFT JOIN public.artist ar ON t.entity_type = 'ARTIST' AND ar.id = t.entity_id
 WHERE t.root_job_id = %(root_job_id)s
 ORDER BY t.is_root_job DESC, t.created_at, t.id;
+
+-- name: stale_albums
+-- Albums due for re-enrichment, oldest first: known to MusicBrainz, neither enriched nor queued
+-- for re-enrichment since the cut-off (album_stale_idx, migration 0005, serves this exact
+-- expression). SKIP LOCKED: a second run at the same time takes the next ones.
+SELECT id, enriched_at
+FROM public.album
+WHERE musicbrainz_id IS NOT NULL
+  AND coalesce(greatest(enriched_at, reenrich_queued_at), '-infinity'::timestamptz) < now() - %(older_than)s::interval
+ORDER BY coalesce(greatest(enriched_at, reenrich_queued_at), '-infinity'::timestamptz), id
+LIMIT %(limit)s
+FOR UPDATE SKIP LOCKED;
+
+-- name: mark_reenrich_queued
+UPDATE public.album SET reenrich_queued_at = now() WHERE id = ANY(%(ids)s);

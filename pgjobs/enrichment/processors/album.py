@@ -9,7 +9,7 @@ from pgjobs.enrichment.kinds import (VARIOUS_ARTISTS_MBID, CacheAlbumCover, Enri
 from pgjobs.enrichment.matching import best_match
 from pgjobs.enrichment.providers import Release
 from pgjobs.enrichment.runner import Env, Q, Result, spawn
-from pgjobs.queue import Job, JobTransaction
+from pgjobs.queue import Discard, Job, JobTransaction
 
 
 def album_quality(album: dict[str, Any], *, enriched: bool) -> str:
@@ -20,9 +20,9 @@ def album_quality(album: dict[str, Any], *, enriched: bool) -> str:
 
 
 def album_missing(album_id: Any) -> Result:
+    problem = f"album {album_id} does not exist"
     return Result("FAILED", "album not found in the catalog; not retried", error_code="ALBUM_NOT_FOUND",
-                  error_message=f"album {album_id} does not exist", metadata={"requestedAlbumId": str(album_id)},
-                  next="discard")
+                  error_message=problem, metadata={"requestedAlbumId": str(album_id)}, outcome=Discard(problem))
 
 
 async def _find_release(env: Env, album: dict[str, Any]) -> tuple[str | None, dict[str, Any]]:
@@ -55,9 +55,10 @@ async def enrich_album(env: Env, job: Job, p: EnrichAlbum) -> Result:
     owner = await env.row("album_by_mbid", {"mbid": release.id})
     if owner is not None and owner["id"] != album["id"]:
         # The unique musicbrainz_id would fail every attempt: say so once, do not retry.
+        problem = f"album {owner['id']} holds release {release.id}"
         return Result("FAILED", f"release {release.id} already belongs to album {owner['id']}; not retried",
-                      error_code="DUPLICATE_RELEASE", error_message=f"album {owner['id']} holds release {release.id}",
-                      quality_before=before, quality_after=before, next="discard",
+                      error_code="DUPLICATE_RELEASE", error_message=problem,
+                      quality_before=before, quality_after=before, outcome=Discard(problem),
                       metadata=search | {"musicbrainzId": release.id, "otherAlbumId": str(owner["id"])})
     gaps = [m.position for m in release.media if m.lacks_track_data]
     after = album_quality(album, enriched=True)

@@ -7,15 +7,15 @@ from typing import Any
 from pgjobs.enrichment.kinds import (CacheArtistImage, DiscogsGetArtist, DiscogsSearchArtist, EnrichArtist, Op)
 from pgjobs.enrichment.matching import best_match
 from pgjobs.enrichment.runner import Env, Q, Result, spawn
-from pgjobs.queue import Job, JobTransaction
+from pgjobs.queue import Discard, Job, JobTransaction
 
 PROFILE_EXCERPT = 500
 
 
 def artist_missing(artist_id: Any) -> Result:
+    problem = f"artist {artist_id} does not exist"
     return Result("FAILED", "artist not found in the catalog; not retried", error_code="ARTIST_NOT_FOUND",
-                  error_message=f"artist {artist_id} does not exist", metadata={"requestedArtistId": str(artist_id)},
-                  next="discard")
+                  error_message=problem, metadata={"requestedArtistId": str(artist_id)}, outcome=Discard(problem))
 
 
 def image_cached(artist: dict[str, Any]) -> bool:

@@ -14,7 +14,7 @@ from pgjobs.enrichment.processors.album import album_missing
 from pgjobs.enrichment.processors.artist import artist_missing, image_cached
 from pgjobs.enrichment.providers import CachedImage, NotFound, Rejected, SourceImage
 from pgjobs.enrichment.runner import Env, Q, Result
-from pgjobs.queue import Job, JobTransaction
+from pgjobs.queue import Discard, Job, JobTransaction
 
 CACHE_LOCATION = "cloudflare_images"
 
@@ -43,7 +43,7 @@ def _unfetchable(exc: NotFound | Rejected, before_url: str, provider: str | None
                   if isinstance(exc, NotFound) else f"IMAGE_{exc.code}", error_message=str(exc),
                   metadata={"beforeUrl": before_url, "sourceProvider": provider, "cacheLocation": CACHE_LOCATION,
                             "provider": exc.provider, "upstreamCode": exc.upstream_code},
-                  apply=apply, next="discard")
+                  apply=apply, outcome=Discard(str(exc)))
 
 
 async def cache_artist_image(env: Env, job: Job, p: CacheArtistImage) -> Result:

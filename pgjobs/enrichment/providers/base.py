@@ -2,8 +2,9 @@
 User-Agent, timeouts, redirects and the translation of failures into `errors.ProviderError`.
 
 Providers never build their own client: they take an injected `httpx.AsyncClient` (one per worker,
-shared by concurrent jobs), the `Settings`, and an optional `RateGate` that the queue core backs
-with its global PostgreSQL limiters.
+shared by concurrent jobs), the `Settings`, and an optional `RateGate`: the worker's own
+`pgjobs.queue.RateLimits` (the app's RATE_LIMITS under PGJOBS_RATE_LIMITS), global limiters in
+PostgreSQL. Whether a provider waits on a limiter is asked of that gate, never of the settings.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from pgjobs.enrichment.providers.errors import (
     Unavailable,
 )
 from pgjobs.enrichment.settings import EnrichmentSettings as Settings
+from pgjobs.queue import QueueError
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -37,13 +39,27 @@ _MESSAGE_LIMIT = 300
 
 
 class RateGate(Protocol):
-    """Global limiter the queue core supplies; `None` in its place means no limiting."""
+    """Global limiters (the worker's `RateLimits`); `None` in its place means no limiting."""
+
+    def interval(self, name: str) -> float:
+        """Seconds between this limiter's calls; QueueError when no such limiter is configured."""
 
     async def acquire(self, name: str) -> None:
         """Wait for this limiter's next slot (called before every HTTP request)."""
 
     async def penalize(self, name: str, seconds: float) -> None:
         """The server said Retry-After: hold this limiter's slots back for `seconds`."""
+
+
+def has_limiter(gate: RateGate | None, name: str) -> bool:
+    """Whether `gate` has a limiter called `name` (RateLimits answers through `interval`)."""
+    if gate is None:
+        return False
+    try:
+        gate.interval(name)
+    except QueueError:
+        return False
+    return True
 
 
 class ApiCallCounter:
@@ -107,7 +123,7 @@ class BaseProvider:
 
     name: ClassVar[str] = "provider"
     limiter: ClassVar[str | None] = None  # RateGate name
-    limiter_required: ClassVar[bool] = False  # else acquire only when settings.rate_limits names it
+    limiter_required: ClassVar[bool] = False  # else acquire only when the gate has this limiter
     default_retry_after: ClassVar[float] = 1.0  # when a rate-limit answer carries no Retry-After
     busy_is_rate_limit: ClassVar[bool] = False  # MusicBrainz answers its rate limit with a bare 503
 
@@ -115,8 +131,10 @@ class BaseProvider:
         self._client = client
         self._settings = settings
         self._gate = gate
-        configured = self.limiter is not None and self.limiter in settings.rate_limit_intervals
-        self._limiter = self.limiter if (self.limiter_required or configured) else None
+        # Decided once, from the gate the worker built: a required limiter it lacks fails loudly at
+        # the first call; an optional one (PGJOBS_RATE_LIMITS="spotify=5/s") is used when present.
+        wanted = self.limiter is not None and (self.limiter_required or has_limiter(gate, self.limiter))
+        self._limiter = self.limiter if wanted else None
         self._timeout = httpx.Timeout(settings.http_timeout)
 
     def __repr__(self) -> str:

@@ -3,7 +3,7 @@
 Cloudflare answers with an envelope `{success, errors[{code, message}], result}` and its codes,
 not the HTTP status, carry the meaning, so `_classify` keys on `errors[].code`. A custom id that
 already exists (5409) is the normal outcome of a retried job and comes back as a success with
-`already_cached=True`. Requests pass the gate only when settings.rate_limits names "cloudflare".
+`already_cached=True`. Requests wait on a limiter only when the worker has one named "cloudflare".
 """
 
 from __future__ import annotations

@@ -2,7 +2,8 @@
 
 MusicBrainz counts every HTTP request against the global "musicbrainz" limiter (1 req/s per
 source IP upstream; excess is a bare 503). The Cover Art Archive is a separate service with no
-shared budget: it passes a gate only when settings.rate_limits names "coverartarchive".
+shared budget: it waits on a limiter only when the worker has one named "coverartarchive"
+(PGJOBS_RATE_LIMITS).
 """
 
 from __future__ import annotations

@@ -1,8 +1,9 @@
 """Spotify Web API client (client-credentials token, album search, album tracks) and its models.
 
 The access token is cached until a minute before it expires and shared by every job using this
-provider; a 401 on an API call drops it and retries once with a fresh one. Requests pass the gate
-only when settings.rate_limits names "spotify" (Spotify's window is per app and unpublished).
+provider; a 401 on an API call drops it and retries once with a fresh one. Requests wait on a
+limiter only when the worker has one named "spotify" (e.g. PGJOBS_RATE_LIMITS="spotify=5/s"):
+Spotify's window is per app and unpublished.
 """
 
 from __future__ import annotations

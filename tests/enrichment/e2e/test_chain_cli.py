@@ -22,7 +22,6 @@ from chain_support import (
     COLLISION_COURSE,
     ELLA_AND_LOUIS,
     RUSH_OF_BLOOD,
-    Sandbox,
     assert_chain_invariants,
     assert_paced,
     chain_violations,
@@ -49,24 +48,6 @@ FAMILIES = {
 ROOT_STATUS = {COLLISION_COURSE: "SUCCESS", ELLA_AND_LOUIS: "PARTIAL_SUCCESS", RUSH_OF_BLOOD: "SUCCESS"}
 TITLES = {COLLISION_COURSE: "Collision Course", ELLA_AND_LOUIS: "Ella and Louis",
           RUSH_OF_BLOOD: "A Rush of Blood to the Head"}
-
-
-ENRICHMENT_APP = "pgjobs.enrichment.app:app"
-
-
-@pytest.fixture
-def cli(make_cli, fresh_dsn):
-    """The CLI with the enrichment app loaded (PGJOBS_APP), on the test's database."""
-    return make_cli(fresh_dsn, ENRICHMENT_APP)
-
-
-@pytest.fixture
-def sandbox(cli, wait_for):
-    box = Sandbox.start(cli, wait_for)
-    try:
-        yield box
-    finally:
-        box.close()
 
 
 def _enqueue_albums(cli, env: dict[str, str], albums=ALBUMS) -> dict[str, int]:

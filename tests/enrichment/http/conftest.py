@@ -9,7 +9,7 @@ import pytest
 from sandbox_support import RecordingGate, make_settings
 
 from pgjobs.enrichment.providers import Providers, build_providers
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
 from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 

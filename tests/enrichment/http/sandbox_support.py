@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
-from pgjobs.sandbox import SandboxServer
+from collections.abc import Iterable
+
+from pgjobs.enrichment.sandbox import SandboxServer
+from pgjobs.enrichment.settings import RATE_LIMITS
 from pgjobs.enrichment.settings import EnrichmentSettings as Settings
+from pgjobs.queue import QueueError
 
 USER_AGENT = "pgjobs-tests/0.1 ( https://github.com/pgjobs/pgjobs )"
 COLLISION_COURSE = "b7ceb41b-c078-4e25-876b-f32c166e97e2"
@@ -15,11 +19,18 @@ LOUIS_ARMSTRONG = "c5d2d50d-733d-43dc-825c-f47d9060ac06"
 
 
 class RecordingGate:
-    """A RateGate that lets everything through and remembers what it was asked."""
+    """A RateGate that lets everything through and remembers what it was asked. Like the worker's
+    RateLimits it knows a set of limiters: the app's own (RATE_LIMITS) unless told others."""
 
-    def __init__(self) -> None:
+    def __init__(self, limiters: Iterable[str] = RATE_LIMITS) -> None:
+        self.limiters = set(limiters)
         self.acquired: list[str] = []
         self.penalized: list[tuple[str, float]] = []
+
+    def interval(self, name: str) -> float:
+        if name not in self.limiters:
+            raise QueueError(f"no rate limit named {name!r} is configured")
+        return 0.0
 
     async def acquire(self, name: str) -> None:
         self.acquired.append(name)

@@ -16,7 +16,7 @@ from pgjobs.enrichment.providers import (
     Unavailable,
     count_api_calls,
 )
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
 
 IMAGE_ID = "pgjobs/artist/discogs-29735"
 

@@ -8,7 +8,7 @@ from sandbox_support import RecordingGate, assert_no_secrets, make_settings
 
 from pgjobs.enrichment.matching import best_match
 from pgjobs.enrichment.providers import AuthError, Discogs, NotFound, Providers, RateLimited
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
 
 
 async def test_search_then_best_match(providers: Providers, gate: RecordingGate) -> None:

@@ -31,7 +31,7 @@ from pgjobs.enrichment.providers import (
     build_providers,
     count_api_calls,
 )
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
 
 Call = Callable[[Providers], Awaitable[object]]
 CALLS: dict[str, tuple[str, Call]] = {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from sandbox_support import (
     COLDPLAY,
@@ -14,9 +15,11 @@ from sandbox_support import (
 )
 
 from pgjobs.enrichment.matching import best_match
-from pgjobs.enrichment.providers import NotFound, Providers, RateLimited, count_api_calls
+from pgjobs.enrichment.providers import NotFound, Providers, RateLimited, build_providers, count_api_calls
 from pgjobs.enrichment.providers.musicbrainz import discogs_artist_id_from_url
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
+from pgjobs.enrichment.settings import RATE_LIMITS
+from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 
 
 async def test_release_with_two_credits(providers: Providers, gate: RecordingGate, sandbox: SandboxServer) -> None:
@@ -137,7 +140,15 @@ async def test_cover_art_listing_and_front(providers: Providers, gate: Recording
     assert image.format == "jpeg" and image.content_type == "image/jpeg" and image.size > 100
     group = await providers.coverart.listing("490b639f-7033-42b6-8d1b-778385e87961", release_group=True)
     assert group.release and group.release.endswith(COLLISION_COURSE)
-    assert gate.acquired == []  # the CAA has no shared budget unless rate_limits names it
+    assert gate.acquired == []  # the CAA has no shared budget unless the worker has a limiter for it
+
+
+async def test_cover_art_waits_on_a_limiter_the_gate_has(settings: Settings, client: httpx.AsyncClient) -> None:
+    gate = RecordingGate([*RATE_LIMITS, "coverartarchive"])  # as with PGJOBS_RATE_LIMITS=coverartarchive=5/s
+    providers = build_providers(settings, client, gate)
+    await providers.coverart.listing(COLLISION_COURSE)
+    await providers.musicbrainz.release(COLLISION_COURSE)
+    assert gate.acquired == ["coverartarchive", "musicbrainz"]
 
 
 async def test_cover_art_missing_is_not_found(providers: Providers) -> None:

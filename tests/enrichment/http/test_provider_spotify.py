@@ -7,7 +7,7 @@ import pytest
 from sandbox_support import make_settings
 
 from pgjobs.enrichment.providers import AuthError, Providers, RateLimited, Spotify
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
 
 ALBUM = "176VGwd7ODjJVxT0DkQA7A"
 

@@ -1,5 +1,5 @@
 """The sandbox over real sockets: fixtures served as indexed, realistic refusals, the stateful
-Cloudflare store, image URLs that resolve locally, the control API, and `python -m pgjobs.sandbox`."""
+Cloudflare store, image URLs that resolve locally, the control API, and `python -m pgjobs.enrichment.sandbox`."""
 
 from __future__ import annotations
 
@@ -16,10 +16,10 @@ import httpx
 import pytest
 from sandbox_support import COLLISION_COURSE, ELLA_AND_LOUIS, USER_AGENT
 
-from pgjobs.sandbox import SandboxServer
-from pgjobs.sandbox.images import rewrite_urls
+from pgjobs.enrichment.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox.images import rewrite_urls
 
-FIXTURES = resources.files("pgjobs.sandbox") / "fixtures"
+FIXTURES = resources.files("pgjobs.enrichment.sandbox") / "fixtures"
 REPO = Path(__file__).resolve().parents[3]
 UA = {"User-Agent": USER_AGENT}
 DISCOGS_AUTH = {"Authorization": "Discogs token=sandbox-discogs-token", **UA}
@@ -220,7 +220,7 @@ def test_fault_kinds_over_the_wire(sandbox: SandboxServer, http: httpx.Client) -
 
 def test_python_m_sandbox_serves_and_stops_on_sigterm() -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen([sys.executable, "-m", "pgjobs.sandbox", "--port", "0"], cwd=REPO, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "pgjobs.enrichment.sandbox", "--port", "0"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         with selectors.DefaultSelector() as selector:

@@ -13,7 +13,7 @@ import pytest
 from enrichment_harness import Pipeline
 
 from pgjobs.database import open_pool
-from pgjobs.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox import SandboxServer
 
 
 @pytest.fixture

@@ -25,17 +25,18 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.app import WorkerResources
 from pgjobs.enrichment import api
-from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, MAX_ATTEMPTS, PRIORITY, Op
-from pgjobs.queue import RateLimits, Worker, WorkerHooks, enqueue
-from pgjobs.sandbox import SandboxServer
-from pgjobs.sandbox.fixtures import Fixture, FixtureSet
 from pgjobs.enrichment.app import make_app
+from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, MAX_ATTEMPTS, PRIORITY, Op
+from pgjobs.enrichment.sandbox import SandboxServer
+from pgjobs.enrichment.sandbox.fixtures import Fixture, FixtureSet
 from pgjobs.enrichment.settings import EnrichmentSettings as Settings
+from pgjobs.queue import RateLimits, Worker, WorkerHooks, enqueue
+from pgjobs.settings import parse_rate_limits
 
 UNDER_TEST = "under-test"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
-# MBIDs and ids the shipped sandbox fixtures know (pgjobs/sandbox/fixtures/*/index.json).
+# MBIDs and ids the shipped sandbox fixtures know (pgjobs/enrichment/sandbox/fixtures/*/index.json).
 COLLISION_COURSE = "b7ceb41b-c078-4e25-876b-f32c166e97e2"
 ELLA_AND_LOUIS = "e61d5658-816d-4ba8-b3d2-e5c9f0c894fc"
 COLDPLAY = "cc197bad-dc9c-440d-a5b5-d52ba2e14234"
@@ -72,6 +73,8 @@ class Pipeline:
         self.db = psycopg.connect(dsn, autocommit=True)
         # Settings fields the next runs use on top of the sandbox's (tests may change them).
         self.overrides: dict[str, Any] = {}
+        # PGJOBS_RATE_LIMITS as the worker would read it, over the app's own (tests may change it).
+        self.rate_limits = "musicbrainz=50/s,discogs=50/s"
 
     def close(self) -> None:
         self.db.close()
@@ -88,8 +91,7 @@ class Pipeline:
     # -- settings --------------------------------------------------------------------------------
 
     def settings(self) -> Settings:
-        return Settings(**{**self.sandbox.settings_overrides(), "rate_limits": "musicbrainz=50/s,discogs=50/s",
-                           "http_timeout": 5.0, **self.overrides})
+        return Settings(**{**self.sandbox.settings_overrides(), "http_timeout": 5.0, **self.overrides})
 
     def secrets(self) -> list[str]:
         creds = self.sandbox.credentials
@@ -183,7 +185,8 @@ class Pipeline:
         rows = self.rows("SELECT DISTINCT queue FROM pgjobs.jobs WHERE id = ANY(%s)", (list(job_ids),))
         queues = sorted(r["queue"] for r in rows) or ["default"]
         settings = self.settings()
-        limits = RateLimits(self.pool, settings.rate_limit_intervals)
+        app = make_app(settings)
+        limits = RateLimits(self.pool, app.intervals(parse_rate_limits(self.rate_limits)))  # as run_worker does
         lost: list[int] = []
         worker: Worker | None = None
 
@@ -197,7 +200,6 @@ class Pipeline:
                 # Synchronously, on the worker's loop, before its producer can claim anything else.
                 worker.stop(now=True)
 
-        app = make_app(settings)
         async with app.running(WorkerResources(self.pool, limits, settings, self.dsn)) as state:
             worker = Worker(self.pool, app.registry(), conninfo=self.dsn, limits=limits, queues=queues,
                             concurrency=concurrency, burst=burst, poll_interval=0.5,

@@ -20,7 +20,7 @@ from enrichment_harness import (COLDPLAY, COLDPLAY_DISCOGS, COLLISION_COURSE, EL
                                 UNKNOWN_DISCOGS, VARIOUS_ARTISTS_RELEASE, WEAK_MATCH_ARTIST, Attempt, Pipeline)
 
 from pgjobs.enrichment.kinds import Op
-from pgjobs.sandbox.images import to_sandbox_url
+from pgjobs.enrichment.sandbox.images import to_sandbox_url
 
 MB_RELEASE = "/musicbrainz/ws/2/release/"
 DISCOGS_SEARCH = "/discogs/database/search"
@@ -55,7 +55,7 @@ def assert_queued_for_retry(attempt: Attempt) -> None:
 
 def discogs_primary_image(pipeline: Pipeline) -> str:
     """Coldplay's primary image on Discogs, as the sandbox serves it."""
-    body = (resources.files("pgjobs.sandbox") / "fixtures/discogs/artist_29735_coldplay.json").read_text()
+    body = (resources.files("pgjobs.enrichment.sandbox") / "fixtures/discogs/artist_29735_coldplay.json").read_text()
     uri = next(i["uri"] for i in json.loads(body)["images"] if i["type"] == "primary")
     return to_sandbox_url(uri, pipeline.sandbox.url)
 

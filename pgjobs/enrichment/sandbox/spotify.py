@@ -15,7 +15,7 @@ import json
 import re
 from urllib.parse import urlencode
 
-from pgjobs.sandbox.exchange import Exchange, Reply, fixture_reply, json_reply, phrase
+from pgjobs.enrichment.sandbox.exchange import Exchange, Reply, fixture_reply, json_reply, phrase
 
 API = "spotify"
 _TRACKS = re.compile(r"^/v1/albums/([A-Za-z0-9]+)/tracks/?$")

@@ -14,10 +14,10 @@ from http import HTTPStatus
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
-from pgjobs.sandbox.fixtures import Fixture, FixtureSet
+from pgjobs.enrichment.sandbox.fixtures import Fixture, FixtureSet
 
 if TYPE_CHECKING:
-    from pgjobs.sandbox.control import FaultTable, RequestLog
+    from pgjobs.enrichment.sandbox.control import FaultTable, RequestLog
 
 
 @dataclass(frozen=True)

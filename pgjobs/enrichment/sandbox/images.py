@@ -16,7 +16,7 @@ import zlib
 from collections.abc import Iterable
 from urllib.parse import unquote, urlsplit
 
-from pgjobs.sandbox.exchange import Exchange, Reply, text_reply
+from pgjobs.enrichment.sandbox.exchange import Exchange, Reply, text_reply
 
 # Real URL prefix -> sandbox path prefix. Web pages (www.discogs.com, musicbrainz.org) stay as they are.
 REWRITES: tuple[tuple[str, str], ...] = (

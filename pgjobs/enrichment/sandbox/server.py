@@ -24,9 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pgjobs.sandbox import cloudflare, discogs, musicbrainz, spotify
-from pgjobs.sandbox.control import Fault, FaultTable, RequestLog
-from pgjobs.sandbox.exchange import (
+from pgjobs.enrichment.sandbox import cloudflare, discogs, musicbrainz, spotify
+from pgjobs.enrichment.sandbox.control import Fault, FaultTable, RequestLog
+from pgjobs.enrichment.sandbox.exchange import (
     Exchange,
     Reply,
     SandboxCredentials,
@@ -36,8 +36,8 @@ from pgjobs.sandbox.exchange import (
     phrase,
     text_reply,
 )
-from pgjobs.sandbox.fixtures import FixtureSet
-from pgjobs.sandbox.images import handle_images, known_images_in, rewrite_urls
+from pgjobs.enrichment.sandbox.fixtures import FixtureSet
+from pgjobs.enrichment.sandbox.images import handle_images, known_images_in, rewrite_urls
 
 Handler = Callable[[Exchange], Reply]
 HTML_PAGE = (

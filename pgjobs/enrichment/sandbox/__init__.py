@@ -8,7 +8,7 @@ Spotify, speaking their real paths and JSON shapes from fixtures shipped in this
     pgjobs sandbox serve --port 8765                      # the CLI calls serve(host, port)
 """
 
-from pgjobs.sandbox.exchange import SandboxCredentials
-from pgjobs.sandbox.lifecycle import DEFAULT_HOST, DEFAULT_PORT, SandboxServer, serve, settings_overrides
+from pgjobs.enrichment.sandbox.exchange import SandboxCredentials
+from pgjobs.enrichment.sandbox.lifecycle import DEFAULT_HOST, DEFAULT_PORT, SandboxServer, serve, settings_overrides
 
 __all__ = ["DEFAULT_HOST", "DEFAULT_PORT", "SandboxCredentials", "SandboxServer", "serve", "settings_overrides"]

@@ -12,7 +12,7 @@ import json
 import re
 import unicodedata
 
-from pgjobs.sandbox.exchange import Exchange, Reply, fixture_reply, is_generic_user_agent, json_reply, phrase
+from pgjobs.enrichment.sandbox.exchange import Exchange, Reply, fixture_reply, is_generic_user_agent, json_reply, phrase
 
 API = "discogs"
 _ARTIST = re.compile(r"^/artists/(\d+)/?$")

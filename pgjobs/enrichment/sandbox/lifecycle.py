@@ -9,9 +9,9 @@ import threading
 from types import FrameType, TracebackType
 from typing import Any
 
-from pgjobs.sandbox.control import Fault
-from pgjobs.sandbox.exchange import SandboxCredentials
-from pgjobs.sandbox.server import _Server, new_state, reset_state
+from pgjobs.enrichment.sandbox.control import Fault
+from pgjobs.enrichment.sandbox.exchange import SandboxCredentials
+from pgjobs.enrichment.sandbox.server import _Server, new_state, reset_state
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -128,7 +128,7 @@ class SandboxServer:
         delay: float | None = None,
         method: str | None = None,
     ) -> dict[str, Any]:
-        """Inject a fault (see pgjobs.sandbox.control); returns its id, match and kind."""
+        """Inject a fault (see pgjobs.enrichment.sandbox.control); returns its id, match and kind."""
         spec = {"match": match, "kind": kind, "status": status, "retry_after": retry_after, "times": times,
                 "delay": delay, "method": method}
         fault = self._state.faults.add(Fault.from_json({k: v for k, v in spec.items() if v is not None}))

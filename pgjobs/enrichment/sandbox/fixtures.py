@@ -1,4 +1,4 @@
-"""Sandbox fixtures: loads the response bodies shipped in pgjobs/sandbox/fixtures/<api>/ with their
+"""Sandbox fixtures: loads the response bodies shipped in pgjobs/enrichment/sandbox/fixtures/<api>/ with their
 index.json (request path/query, status, headers per body) so handlers can serve them byte-for-byte.
 """
 
@@ -36,7 +36,7 @@ class FixtureSet:
 
     @classmethod
     def load(cls, root: Traversable | None = None) -> FixtureSet:
-        root = root or resources.files("pgjobs.sandbox") / "fixtures"
+        root = root or resources.files("pgjobs.enrichment.sandbox") / "fixtures"
         fixtures = cls()
         for api in FOLDERS:
             folder = root / api

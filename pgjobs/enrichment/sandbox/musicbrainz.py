@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
-from pgjobs.sandbox.exchange import (
+from pgjobs.enrichment.sandbox.exchange import (
     Exchange,
     Reply,
     fixture_reply,
@@ -24,8 +24,8 @@ from pgjobs.sandbox.exchange import (
     phrase,
     text_reply,
 )
-from pgjobs.sandbox.fixtures import FixtureSet
-from pgjobs.sandbox.images import to_sandbox_url
+from pgjobs.enrichment.sandbox.fixtures import FixtureSet
+from pgjobs.enrichment.sandbox.images import to_sandbox_url
 
 API = "musicbrainz"
 CAA = "coverartarchive"

@@ -19,8 +19,8 @@ from urllib.error import HTTPError, URLError
 from urllib.parse import quote, unquote, urlsplit
 from urllib.request import ProxyHandler, Request, build_opener
 
-from pgjobs.sandbox.exchange import Exchange, Reply, StoredImage, fixture_reply, json_reply, text_reply
-from pgjobs.sandbox.images import IMAGE_HOSTS, image_bytes, to_sandbox_url
+from pgjobs.enrichment.sandbox.exchange import Exchange, Reply, StoredImage, fixture_reply, json_reply, text_reply
+from pgjobs.enrichment.sandbox.images import IMAGE_HOSTS, image_bytes, to_sandbox_url
 
 API = "cloudflare-images"
 MAX_BYTES = 10 * 1024 * 1024
