@@ -1,6 +1,7 @@
 """Migrations by component: ordered, once each, concurrent-safe, ledgered, the queue's first; a
 failing or edited file reported in one line; and the schema snapshots the migrations reproduce."""
 
+import uuid
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -8,6 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 from dbtools import ENRICHMENT
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from pgjobs import migrations
 from pgjobs.migrations import QUEUE, Component
@@ -169,3 +172,17 @@ def test_migration_files_are_numbered_from_one_without_gaps():
     for component in (QUEUE, ENRICHMENT):
         versions = [m.version for m in component.migrations()]
         assert versions == list(range(1, len(versions) + 1)), component.name
+
+
+def test_a_role_that_may_not_create_the_ledger_gets_one_line(empty_dsn):
+    role = f"pgjobs_r_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(empty_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN").format(sql.Identifier(role)))
+    try:
+        with pytest.raises(migrations.MigrationError) as refused:
+            migrations.migrate(make_conninfo(empty_dsn, user=role))
+        assert str(refused.value).startswith("cannot set up the migration ledger pgjobs.migrations: permission denied")
+        assert "\n" not in str(refused.value)
+    finally:
+        with psycopg.connect(empty_dsn, autocommit=True) as conn:
+            conn.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(role)))
