@@ -167,9 +167,15 @@ def migrate(conninfo: str, components: Sequence[Component] | None = None) -> lis
     with psycopg.connect(conninfo, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
-            _take_over_legacy(conn)
-            with conn.transaction():
-                conn.execute(_LEDGER)
+            try:
+                _take_over_legacy(conn)
+                with conn.transaction():
+                    conn.execute(_LEDGER)
+            except psycopg.DatabaseError as exc:
+                if isinstance(exc, psycopg.OperationalError):
+                    raise
+                raise MigrationError(f"cannot set up the migration ledger pgjobs.migrations: {_first_line(exc)}"
+                                     ) from None
             for migration in pending(conn, components):
                 try:
                     with conn.transaction():

@@ -6,16 +6,27 @@ Secrets are `SecretStr`, so they print as '**********' in reprs, logs and --json
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Literal
 
-import platformdirs
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 _RATE = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*=\s*(\d+(?:\.\d+)?)\s*/\s*(ms|s|sec|second|min|minute|h|hour)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
+
+
+def default_home() -> Path:
+    """Where the embedded server lives by default: platformdirs' user data folder when the
+    `embedded` extra brought it, else the XDG rule it follows on Linux."""
+    try:
+        import platformdirs
+    except ImportError:
+        base = os.environ.get("XDG_DATA_HOME") or Path.home() / ".local" / "share"
+        return Path(base) / "pgjobs"
+    return platformdirs.user_data_path("pgjobs")
 
 
 def parse_rate_limits(text: str) -> dict[str, float]:
@@ -37,7 +48,7 @@ class Settings(BaseSettings):
 
     # Database: an explicit DSN wins; otherwise the embedded server under `home`.
     dsn: SecretStr | None = Field(default=None, validation_alias=AliasChoices("PGJOBS_DSN", "DATABASE_URL"))
-    home: Path = Field(default_factory=lambda: platformdirs.user_data_path("pgjobs"))
+    home: Path = Field(default_factory=default_home)
 
     # Worker behaviour.
     lease_seconds: float = Field(default=30.0, gt=0)

@@ -53,19 +53,27 @@ CREATE SEQUENCE pgjobs.job_id_seq
 
 ALTER SEQUENCE pgjobs.job_id_seq OWNED BY pgjobs.jobs.id;
 
+CREATE TABLE pgjobs.migrations (
+    component text NOT NULL,
+    version integer NOT NULL,
+    name text NOT NULL,
+    checksum text NOT NULL,
+    applied_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
+CREATE TABLE pgjobs.queue_pauses (
+    queue text NOT NULL,
+    paused_at timestamp with time zone DEFAULT now() NOT NULL,
+    paused_by text,
+    CONSTRAINT queue_pauses_queue_check CHECK ((queue <> ''::text))
+);
+
 CREATE TABLE pgjobs.rate_limits (
     name text NOT NULL,
     interval_ms double precision NOT NULL,
     next_slot timestamp with time zone DEFAULT '-infinity'::timestamp with time zone NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
     CONSTRAINT rate_limits_interval_ms_check CHECK ((interval_ms > (0)::double precision))
-);
-
-CREATE TABLE pgjobs.schema_migrations (
-    version integer NOT NULL,
-    name text NOT NULL,
-    checksum text NOT NULL,
-    applied_at timestamp with time zone DEFAULT now() NOT NULL
 );
 
 CREATE TABLE pgjobs.waiters (
@@ -77,8 +85,22 @@ CREATE TABLE pgjobs.waiters (
     lease_seconds double precision NOT NULL,
     since timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     lease_token uuid,
+    kinds text[],
     CONSTRAINT waiters_free_check CHECK ((free >= 0)),
     CONSTRAINT waiters_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
+);
+
+CREATE TABLE pgjobs.workers (
+    worker_id text NOT NULL,
+    app text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    queues text[] NOT NULL,
+    kinds text[] NOT NULL,
+    concurrency integer NOT NULL,
+    started_at timestamp with time zone DEFAULT now() NOT NULL,
+    heartbeat_at timestamp with time zone DEFAULT now() NOT NULL,
+    CONSTRAINT workers_concurrency_check CHECK ((concurrency >= 1))
 );
 
 CREATE TABLE public.album (
@@ -276,14 +298,20 @@ ALTER TABLE ONLY pgjobs.jobs ALTER COLUMN id SET DEFAULT nextval('pgjobs.job_id_
 ALTER TABLE ONLY pgjobs.jobs
     ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
 
+ALTER TABLE ONLY pgjobs.migrations
+    ADD CONSTRAINT migrations_pkey PRIMARY KEY (component, version);
+
+ALTER TABLE ONLY pgjobs.queue_pauses
+    ADD CONSTRAINT queue_pauses_pkey PRIMARY KEY (queue);
+
 ALTER TABLE ONLY pgjobs.rate_limits
     ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (name);
 
-ALTER TABLE ONLY pgjobs.schema_migrations
-    ADD CONSTRAINT schema_migrations_pkey PRIMARY KEY (version);
-
 ALTER TABLE ONLY pgjobs.waiters
     ADD CONSTRAINT waiters_pkey PRIMARY KEY (worker_id);
+
+ALTER TABLE ONLY pgjobs.workers
+    ADD CONSTRAINT workers_pkey PRIMARY KEY (worker_id);
 
 ALTER TABLE ONLY public.album_artist
     ADD CONSTRAINT album_artist_pkey PRIMARY KEY (album_id, "position");

@@ -9,7 +9,14 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from pgjobs.migrations import migrate
+from pgjobs.migrations import Component, migrate
+from pgjobs.sqlfiles import sql_dir
+
+# The enrichment app's migrations, by folder: the core's tests read its SQL (the upgrade of a
+# previous release's database, the full schema snapshot) but never import the app, whose
+# dependencies the core-only venv lacks. bin/dump-schema takes the app's own components: were the
+# two to differ, the snapshot test would say so.
+ENRICHMENT = Component("enrichment", sql_dir() / "enrichment" / "migrations")
 
 
 def _create_db(server_dsn: str, name: str, template: str | None = None) -> str:

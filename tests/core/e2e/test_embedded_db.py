@@ -34,6 +34,8 @@ def test_db_start_status_url_stop_on_a_fresh_home(tmp_path):
 
         migrated = _pgjobs(home, "migrate", "--json")
         assert migrated.returncode == 0 and json.loads(migrated.stdout)["applied"]
+        # Falling back to the embedded server is never silent: one line on stderr says where.
+        assert migrated.stderr == f"pgjobs: no PGJOBS_DSN/DATABASE_URL: using the embedded PostgreSQL in {home}/pgdata\n"
         enqueued = _pgjobs(home, "enqueue", "noop", "--payload", "{}", "--json")
         assert enqueued.returncode == 0 and json.loads(enqueued.stdout)["created"] is True
     finally:
