@@ -57,7 +57,7 @@ def _row(item: Finished) -> tuple[str, float, str | None]:
 
 
 def _params(items: Iterable[Finished]) -> dict[str, list]:
-    ids, tokens, names, delays, errors = [], [], [], [], []
+    ids, tokens, names, delays, errors, tracebacks = [], [], [], [], [], []
     for item in items:
         name, delay, error = _row(item)
         ids.append(item.job.id)
@@ -65,7 +65,9 @@ def _params(items: Iterable[Finished]) -> dict[str, list]:
         names.append(name)
         delays.append(delay)
         errors.append(error)
-    return {"ids": ids, "tokens": tokens, "outcomes": names, "delays": delays, "errors": errors}
+        tracebacks.append(item.outcome.traceback)
+    return {"ids": ids, "tokens": tokens, "outcomes": names, "delays": delays, "errors": errors,
+            "tracebacks": tracebacks}
 
 
 def _complete_params(items: Iterable[Finished]) -> dict[str, Any]:

@@ -39,6 +39,7 @@ class Outcome(Exception):
     write: Write | None = None
     rows: Rows | None = None  # appended after `write`, in the same savepoint
     on_write_error: Callable[[str], Write | None] | None = None
+    traceback: str | None = None  # set by the executor on a Retry caused by an exception or a timeout
 
     def __init__(self, message: str, *, write: Write | None = None, rows: Rows | None = None) -> None:
         super().__init__(message)

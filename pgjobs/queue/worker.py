@@ -29,15 +29,14 @@ from typing import Callable, Sequence
 import orjson
 import psycopg
 from psycopg_pool import AsyncConnectionPool
-from pydantic import ValidationError
 
 from pgjobs.queue.completer import Finished, write_outcomes
-from pgjobs.queue.context import JobContext
+from pgjobs.queue.executor import ErrorHook, Executor
 from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q, claimed_jobs
 from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Handoff, Listener
 from pgjobs.queue.maintenance import rescue_expired
-from pgjobs.queue.outcomes import Complete, Discard, HandBack, Outcome, Retry
+from pgjobs.queue.outcomes import Complete, HandBack
 from pgjobs.logs import log_many
 from pgjobs.queue.registry import Registry
 
@@ -54,6 +53,7 @@ class WorkerHooks:
 
     claimed: Callable[[list[Job]], None] | None = None
     finished: Callable[[Finished], None] | None = None
+    idle: Callable[[], None] | None = None  # a claim found nothing to run
 
 
 def _outcome_fields(item: Finished) -> dict[str, object]:
@@ -67,14 +67,9 @@ def _outcome_fields(item: Finished) -> dict[str, object]:
         fields["error"] = "lease lost: outcome discarded, nothing committed"
     elif not isinstance(outcome, Complete):
         fields["error"] = str(outcome)
+    if outcome.traceback is not None:
+        fields["traceback"] = outcome.traceback
     return fields
-
-
-def _validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "payload"
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {first.get('msg')}{more}"
 
 
 _MAX_GROUP = 1000  # outcomes per group commit
@@ -101,11 +96,15 @@ class Worker:
         hooks: WorkerHooks | None = None,
         worker_id: str | None = None,
         state: object = None,
+        on_error: Sequence[ErrorHook] = (),
+        app_name: str = "pgjobs",
     ) -> None:
         self.pool = pool
         self.registry = registry
         self.limits = limits
         self.queues = list(dict.fromkeys(queues))
+        self.kinds = registry.kinds()  # the only kinds this worker claims or is handed
+        self.app_name = app_name
         self.concurrency = concurrency
         # Claims sized to half the slots: a second batch is claimed while the first one runs.
         self.claim_batch = claim_batch or max(1, min(1000, concurrency // 2))
@@ -120,6 +119,7 @@ class Worker:
         self.hooks = hooks or WorkerHooks()
         self.state = state  # handed to every handler as ctx.state (the app's lifespan's value)
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.executor = Executor(registry, pool, limits, self.worker_id, state, on_error)
         self.conninfo = conninfo
         # Hand-off: jobs leased to this worker by enqueue_handoff arrive on its own channel.
         self._channel = f"pgjobs_w_{uuid.uuid4().hex[:16]}"
@@ -136,7 +136,6 @@ class Worker:
         self._backlog: deque[Job] = deque()  # handed to us beyond our free slots: held, not started
         self._offering = False  # our hand-off offer (pgjobs.waiters) may be open
         self._done: asyncio.Queue[Finished] = asyncio.Queue()
-        self.completed = 0
 
     # --- public -------------------------------------------------------------------------------
 
@@ -165,6 +164,7 @@ class Worker:
                 gc.unfreeze()
 
     async def _run(self) -> None:
+        await self._register()
         async with asyncio.TaskGroup() as group:
             listener = group.create_task(self.listener.run(), name="listener")
             # Two completers: while one group commits, the next is already being written.
@@ -186,6 +186,29 @@ class Worker:
                 await self._hand_back_orphans()
                 for completer in completers:
                     completer.cancel()
+        await self._unregister()
+
+    # --- the workers table --------------------------------------------------------------------
+
+    def _worker_row(self) -> dict[str, object]:
+        return {"worker_id": self.worker_id, "app": self.app_name, "host": socket.gethostname(),
+                "pid": os.getpid(), "queues": self.queues, "kinds": self.kinds,
+                "concurrency": self.concurrency}
+
+    async def _register(self) -> None:
+        """Our row in pgjobs.workers, written at start and refreshed by every heartbeat."""
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(Q["upsert_worker"], self._worker_row())
+        except psycopg.OperationalError as exc:  # the heartbeat writes it once the database answers
+            log.warning("could not register the worker (%s)", type(exc).__name__)
+
+    async def _unregister(self) -> None:
+        try:
+            async with self.pool.connection() as conn:
+                await conn.execute(Q["delete_worker"], {"worker_id": self.worker_id})
+        except psycopg.OperationalError as exc:
+            log.warning("could not remove the worker's row (%s); it ages out", type(exc).__name__)
 
     # --- producer -----------------------------------------------------------------------------
 
@@ -250,12 +273,15 @@ class Worker:
         token = uuid.uuid4()
         params = {"queues": self.queues, "limit": limit, "lease_seconds": self.lease_seconds,
                   "worker_id": self.worker_id, "channel": self._channel, "lock_key": self._lock_key,
-                  "idle_slots": offer, "lease_token": token, "handoff_token": self._handoff_token}
+                  "idle_slots": offer, "lease_token": token, "handoff_token": self._handoff_token,
+                  "kinds": self.kinds}
         conn = await self._claimer_conn()
         cur = await conn.execute(Q["claim_jobs"], params)
         jobs = claimed_jobs(await cur.fetchall(), token)
         self._offering = len(jobs) < limit and offer > len(jobs)  # as the statement's offer CTE decides
         self._start(jobs)
+        if not jobs and self.hooks.idle:
+            self.hooks.idle()
         return len(jobs)
 
     def _start(self, jobs: list[Job]) -> None:
@@ -336,14 +362,15 @@ class Worker:
 
     async def _pending(self) -> bool:
         conn = await self._claimer_conn()
-        cur = await conn.execute(Q["pending_work"], {"queues": self.queues, "scheduled": self.burst_waits_for_scheduled})
+        cur = await conn.execute(Q["pending_work"], {"queues": self.queues, "kinds": self.kinds,
+                                                     "scheduled": self.burst_waits_for_scheduled})
         return (await cur.fetchone())[0]
 
     async def _next_wait(self) -> float:
         """Sleep until the jittered poll, or sooner when a scheduled job comes due."""
         wait = self.poll_interval * random.uniform(0.8, 1.2)
         conn = await self._claimer_conn()
-        cur = await conn.execute(Q["next_run_at"], {"queues": self.queues})
+        cur = await conn.execute(Q["next_run_at"], {"queues": self.queues, "kinds": self.kinds})
         (next_run_at,) = await cur.fetchone()
         if next_run_at is not None:
             due = (next_run_at - datetime.now(timezone.utc)).total_seconds()
@@ -362,34 +389,12 @@ class Worker:
     async def _execute(self, job: Job) -> None:
         started = time.perf_counter()
         try:
-            outcome = await self._run_handler(job)
+            outcome = await self.executor.execute(job)
         except asyncio.CancelledError:
             # Cancelled at the end of the shutdown grace, or because our lease was lost.
             outcome = HandBack("handed back: worker shut down before the job finished")
-        except Outcome as raised:
-            outcome = raised
-        except Exception as exc:
-            outcome = Retry(f"{type(exc).__name__}: {exc}")
         self._tasks.pop(job.id, None)
         self._done.put_nowait(Finished(job, outcome, (time.perf_counter() - started) * 1000))
-
-    async def _run_handler(self, job: Job) -> Outcome:
-        handler = self.registry.get(job.kind)
-        if handler is None:
-            return Discard(f"unknown job kind {job.kind!r}: no handler is registered for it")
-        if handler.payload_model is not None and handler.validate_payload:
-            try:  # straight from the stored JSON text into the model (pydantic's own parser)
-                payload = handler.payload_model.model_validate_json(job.payload_json)
-            except ValidationError as exc:
-                return Discard(f"invalid payload for {job.kind}: {_validation_message(exc)}")
-            ctx = JobContext(job, self.pool, self.limits, self.worker_id, payload, self.state)
-        else:
-            ctx = JobContext(job, self.pool, self.limits, self.worker_id, None, self.state)
-        if handler.is_async:
-            result = await handler.run(ctx)
-        else:
-            result = await asyncio.to_thread(handler.run, ctx)
-        return result if isinstance(result, Outcome) else Complete()
 
     # --- completer ----------------------------------------------------------------------------
 
@@ -420,8 +425,6 @@ class Worker:
         info = log.isEnabledFor(logging.INFO)
         for item in batch:
             self._held.pop(item.job.id, None)
-            if item.state is not None:
-                self.completed += 1
             if self.hooks.finished:
                 self.hooks.finished(item)
             if item.state is not None and isinstance(item.outcome, Complete):
@@ -439,6 +442,7 @@ class Worker:
     async def _heartbeat_loop(self) -> None:
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
+            await self._register()  # our pgjobs.workers row says we are alive, busy or not
             held = list(self._held.values())
             if not held:
                 continue

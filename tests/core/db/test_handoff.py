@@ -25,8 +25,9 @@ def waiter(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as session:
         session.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         session.execute("LISTEN pgjobs_w_test")
-        session.execute("INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds,"
-                        " lease_token) VALUES ('w1', '{default}', 'pgjobs_w_test', %s, 2, 30, %s)", (LOCK_KEY, TOKEN))
+        session.execute("INSERT INTO pgjobs.waiters (worker_id, queues, kinds, channel, lock_key, free, lease_seconds,"
+                        " lease_token) VALUES ('w1', '{default}', '{noop}', 'pgjobs_w_test', %s, 2, 30, %s)",
+                        (LOCK_KEY, TOKEN))
         yield session
 
 
@@ -78,6 +79,19 @@ def test_no_hand_off_inside_a_transaction_for_another_queue_too_big_or_without_f
         assert [_row(conn, i)[0] for i in (handed, after_full, no_token)] == ["running", "queued", "queued"]
 
 
+def test_a_job_goes_only_to_a_waiter_that_runs_its_kind_on_a_queue_not_paused(fresh_dsn, waiter):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        other_kind = enqueue(conn, "not_in_its_registry").id
+        conn.execute("INSERT INTO pgjobs.queue_pauses (queue) VALUES ('default')")
+        paused = enqueue(conn, "noop").id
+        conn.execute("DELETE FROM pgjobs.queue_pauses")
+        resumed = enqueue(conn, "noop").id
+        conn.execute("UPDATE pgjobs.waiters SET kinds = NULL")  # an offer from before 0005 names no kinds
+        no_kinds = enqueue(conn, "noop").id
+        assert [_row(conn, i)[0] for i in (other_kind, paused, resumed, no_kinds)] == [
+            "queued", "queued", "running", "queued"]
+
+
 def test_a_dead_waiter_is_never_chosen_and_the_rescuer_prunes_it(fresh_dsn, waiter):
     waiter.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))  # as if its listener session died
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
@@ -96,8 +110,8 @@ def test_orphaned_hand_offs_go_back_without_spending_an_attempt(fresh_dsn, waite
 
 
 def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn):
-    params = {"queues": ["default"], "lease_seconds": 30, "worker_id": "w2", "channel": "pgjobs_w_2",
-              "lock_key": 7, "lease_token": uuid.uuid4(), "handoff_token": TOKEN}
+    params = {"queues": ["default"], "kinds": ["noop"], "lease_seconds": 30, "worker_id": "w2",
+              "channel": "pgjobs_w_2", "lock_key": 7, "lease_token": uuid.uuid4(), "handoff_token": TOKEN}
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         for _ in range(3):
             enqueue(conn, "noop", queue="default")
@@ -108,6 +122,8 @@ def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn
         assert conn.execute(offer).fetchone() == (7,)  # 8 free, 1 just taken, nothing else runnable
         token = "SELECT lease_token FROM pgjobs.waiters WHERE worker_id = 'w2'"
         assert conn.execute(token).fetchone() == (TOKEN,)  # what its hand-offs will be leased with
+        kinds = "SELECT kinds FROM pgjobs.waiters WHERE worker_id = 'w2'"
+        assert conn.execute(kinds).fetchone() == (["noop"],)  # only these are ever handed to it
         conn.execute(Q["claim_jobs"], params | {"limit": 2, "idle_slots": 0})  # burst / stopping
         assert conn.execute(offer).fetchone() == (0,)
 
