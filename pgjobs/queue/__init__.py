@@ -6,6 +6,7 @@ kind in a `Registry`, run a `Worker`. Handlers return or raise `Complete`, `Retr
 commit with the job's outcome.
 """
 
+from pgjobs.queue import handoff
 from pgjobs.queue.completer import Finished, record_outcome
 from pgjobs.queue.context import JobContext, JobTransaction
 from pgjobs.queue.errors import JobNotFound, LeaseLost, PayloadError, QueueError
@@ -28,5 +29,5 @@ __all__ = [
     "DEFAULT_QUEUE", "Complete", "CopyInto", "Discard", "Enqueued", "Finished", "HandBack", "Handler", "Job",
     "JobContext", "JobNotFound", "JobSpec", "JobTransaction", "LeaseLost", "Outcome", "PayloadError", "QueueError",
     "RateLimits", "Registry", "Retry", "Snooze", "Worker", "WorkerHooks", "default_registry", "enqueue",
-    "enqueue_async", "enqueue_many", "enqueue_many_async", "record_outcome",
+    "enqueue_async", "enqueue_many", "enqueue_many_async", "handoff", "record_outcome",
 ]

@@ -5,14 +5,13 @@ LISTENs on its channel (what Listener does); the whole path with a real Worker.
 """
 
 import asyncio
-import json
 import uuid
 
 import psycopg
 import pytest
 
 from pgjobs.database import open_pool
-from pgjobs.queue import RateLimits, Registry, Worker, WorkerHooks, enqueue, enqueue_async
+from pgjobs.queue import RateLimits, Registry, Worker, WorkerHooks, default_registry, enqueue, enqueue_async, handoff
 from pgjobs.queue.jobs import Q
 
 LOCK_KEY = 4242
@@ -47,14 +46,13 @@ def test_autocommit_enqueue_is_leased_to_the_waiter_and_the_notification_carries
         assert _free(conn) == 2  # the offer is only read: the worker itself keeps it up to date
     (note,) = list(waiter.notifies(timeout=5, stop_after=1))
     assert note.channel == "pgjobs_w_test"
-    head, newline, payload = note.payload.partition("\n")
-    fields = json.loads(head)
-    assert newline and payload == '{"n": 1}'  # the payload as jsonb prints it, as a claim returns it
+    job = handoff.decode(note.payload, TOKEN)  # what SQL built, read by the one decoder
+    assert job.payload_json == '{"n": 1}'  # the payload as jsonb prints it, as a claim returns it
     with psycopg.connect(fresh_dsn) as conn:
-        (run_at,) = conn.execute("SELECT extract(epoch FROM run_at) FROM pgjobs.jobs WHERE id = %s",
-                                 (job_id,)).fetchone()
-    assert fields[0] == job_id and fields[1] == float(run_at)
-    assert fields[2:] == ["noop", "default", 3, 3, 2000, 600_000]
+        (run_at,) = conn.execute("SELECT run_at FROM pgjobs.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert (job.id, job.run_at, job.attempt, job.lease_token) == (job_id, run_at, 1, TOKEN)
+    assert (job.kind, job.queue, job.priority, job.max_attempts, job.backoff_base_ms, job.backoff_cap_ms) == (
+        "noop", "default", 3, 3, 2000, 600_000)
 
 
 def test_no_hand_off_inside_a_transaction_for_another_queue_too_big_or_without_free_slots(fresh_dsn, waiter):
@@ -223,3 +221,21 @@ async def test_hand_offs_beyond_free_slots_wait_their_turn_and_the_full_worker_w
         worker.stop(now=True)
         await asyncio.wait_for(task, 10)
         await pool.close()
+
+
+async def test_with_hand_offs_off_an_idle_worker_offers_nothing_and_claims_every_job(fresh_dsn):
+    from workertools import running_worker, take
+
+    async with running_worker(fresh_dsn, default_registry(), handoff=False, poll_interval=60) as (worker, finished):
+        await take(worker.idle_queue, 1)  # its claim found nothing: a worker with hand-offs would offer now
+        job_id = _enqueue_autocommit(fresh_dsn)
+        (item,) = await take(finished, 1)  # woken by the NOTIFY, it claimed the job
+        assert (item.job.id, item.state) == (job_id, "succeeded")
+        with psycopg.connect(fresh_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM pgjobs.waiters").fetchone() == (0,)
+        assert worker.listener._handoff is None  # no channel of its own, no liveness lock
+
+
+def _enqueue_autocommit(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return enqueue(conn, "noop").id

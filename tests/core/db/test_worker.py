@@ -3,7 +3,6 @@
 import asyncio
 import logging
 import time
-from contextlib import asynccontextmanager
 
 import psycopg
 import pytest

@@ -310,4 +310,4 @@ def test_sigterm_past_the_grace_hands_running_jobs_back_without_spending_attempt
         assert [(e["attempt"], e["outcome"]) for e in errors] == [(1, "hand_back")]
     logged = worker.outcomes()
     assert sorted(e["job_id"] for e in logged) == sorted(ids)
-    assert {(e["outcome"], e["state"]) for e in logged} == {("handback", "queued")}
+    assert {(e["outcome"], e["state"]) for e in logged} == {("hand_back", "queued")}
