@@ -15,6 +15,7 @@ from pgjobs.queue.jobs import (
     Enqueued,
     Job,
     JobSpec,
+    RescuedJob,
     enqueue,
     enqueue_async,
     enqueue_many,
@@ -28,6 +29,6 @@ from pgjobs.queue.worker import Worker, WorkerHooks
 __all__ = [
     "DEFAULT_QUEUE", "Complete", "CopyInto", "Discard", "Enqueued", "Finished", "HandBack", "Handler", "Job",
     "JobContext", "JobNotFound", "JobSpec", "JobTransaction", "LeaseLost", "Outcome", "PayloadError", "QueueError",
-    "RateLimits", "Registry", "Retry", "Snooze", "Worker", "WorkerHooks", "default_registry", "enqueue",
+    "RateLimits", "Registry", "RescuedJob", "Retry", "Snooze", "Worker", "WorkerHooks", "default_registry", "enqueue",
     "enqueue_async", "enqueue_many", "enqueue_many_async", "handoff", "record_outcome",
 ]

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import psycopg
 
-from pgjobs.queue.context import JobTransaction, Later, defer_rows, flush_deferred
+from pgjobs.queue.context import Deferred, JobTransaction
 from pgjobs.queue.errors import LeaseLost
 from pgjobs.queue.jobs import Job, Q
 from pgjobs.logs import log_many
@@ -91,13 +91,13 @@ async def _write_one(conn: psycopg.AsyncConnection, item: Finished) -> None:
         await item.outcome.write(tx)
     if item.outcome.rows:
         tx.copy_rows_later(item.outcome.rows)
-    await tx.flush_later()
+    await tx.deferred.flush(conn)
 
 
 async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
     async with conn.transaction():
         await _apply(conn, items)
-        later: Later = {}  # deferred rows of the whole group: one COPY / executemany per target
+        deferred = Deferred()  # the whole group's children and rows: one COPY per target
         async with AsyncExitStack() as stack:
             # Pipeline mode from a write's first statement on: writes that only defer rows
             # (audit rows, children) leave nothing to pipeline, and leaving it costs a sync.
@@ -114,11 +114,11 @@ async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
                     continue
                 outcome = item.outcome
                 if outcome.write is not None:
-                    await outcome.write(JobTransaction(conn, item.job, later, enter_pipeline))
+                    await outcome.write(JobTransaction(conn, item.job, deferred, enter_pipeline))
                 if outcome.rows:
-                    defer_rows(later, outcome.rows)
-        if later:
-            await flush_deferred(conn, later)
+                    deferred.add_rows(outcome.rows)
+        if deferred:
+            await deferred.flush(conn)
 
 
 async def _unit(conn: psycopg.AsyncConnection, item: Finished) -> None:

@@ -126,6 +126,23 @@ class Job:
         return self.max_attempts - (self.attempt - self.snoozes)
 
 
+@dataclass(slots=True)
+class RescuedJob:
+    """A job the rescuer took back from a worker whose lease expired, as its kind's
+    `on_lease_expired` hook sees it: the lost attempt, and what became of the job (`state`
+    "queued" for another attempt, "failed" when none is left). It holds no lease."""
+
+    id: int
+    root_id: int
+    parent_id: int | None
+    kind: str
+    queue: str
+    payload: Any  # the decoded JSON
+    attempt: int  # the attempt that was lost
+    state: str
+    last_error: str
+
+
 def claimed_jobs(rows: Iterable[tuple], lease_token: uuid.UUID) -> list[Job]:
     """The jobs of one claim_jobs call (rows without the claim's shared token), in claim order."""
     return sorted((Job(*row, lease_token) for row in rows), key=lambda j: (j.priority, j.run_at, j.id))

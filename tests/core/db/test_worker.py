@@ -8,8 +8,8 @@ import psycopg
 import pytest
 
 from pgjobs.database import open_pool
-from pgjobs.queue import (Complete, Discard, JobSpec, RateLimits, Registry, Retry, Snooze, Worker, WorkerHooks,
-                          default_registry, enqueue, enqueue_many)
+from pgjobs.queue import (Complete, Discard, JobSpec, RateLimits, Registry, RescuedJob, Retry, Snooze, Worker,
+                          WorkerHooks, default_registry, enqueue, enqueue_many)
 from workertools import _enqueue, _job, _worker_of, drain, running_worker, take
 
 
@@ -137,8 +137,10 @@ async def test_rescuer_requeues_an_expired_lease_and_runs_the_kinds_hook_in_its_
         conn.execute("UPDATE pgjobs.jobs SET state = 'running', attempt = 1, lease_token = gen_random_uuid(),"
                      " lease_expires_at = now() - interval '1 second', worker_id = 'dead' WHERE id = %s", (job_id,))
 
-    async def record_lost(tx, row):
-        await tx.execute("INSERT INTO lost VALUES (%s, %s)", (row["id"], row["attempt"]))
+    async def record_lost(tx, job: RescuedJob):
+        assert (job.kind, job.state, job.payload, tx.job) == ("noop", "queued", {}, job)
+        assert job.last_error == "lease expired: worker dead stopped heartbeating"
+        await tx.execute("INSERT INTO lost VALUES (%s, %s)", (job.id, job.attempt))
 
     registry = Registry()
     registry.register("noop", lambda ctx: None, on_lease_expired=record_lost)
