@@ -202,10 +202,11 @@ SELECT * FROM claimed;
 
 -- name: apply_outcomes
 -- Record the outcomes of several attempts in one statement, each fenced on its own lease token.
--- outcome: complete | retry (terminal once attempts are spent) | discard (terminal) | snooze (no
--- attempt spent) | hand_back (the run is undone: attempt decremented). A failure caused by an
--- exception also stores its traceback in the attempt's `errors` entry. Returns the rows that still held their lease, with their new state; the row
--- locks this takes keep rescuer and cancel away until the caller's transaction commits.
+-- outcome (each Outcome class's `name`): complete | retry (terminal once attempts are spent) |
+-- discard (terminal) | snooze (no attempt spent) | hand_back (the run is undone: attempt
+-- decremented). A failure caused by an exception or a timeout also stores its traceback in the
+-- attempt's `errors` entry. Returns the rows that still held their lease, with their new state;
+-- the row locks this takes keep rescuer and cancel away until the caller's transaction commits.
 UPDATE pgjobs.jobs j
 SET state = CASE
         WHEN o.outcome = 'complete' THEN 'succeeded'
