@@ -61,7 +61,8 @@ async def test_a_paused_queue_keeps_its_jobs_queued_and_a_resume_notify_wakes_th
         assert {_job(fresh_dsn, j)[:2] for j in (before, during)} == {("queued", 0)}
         # A resume (what `pgjobs queues resume` does): delete the row, NOTIFY the queue's name. The
         # poll is a minute away, so only the notification can start these jobs this soon.
-        _sql(fresh_dsn, "DELETE FROM pgjobs.queue_pauses WHERE queue = 'default'; SELECT pg_notify('pgjobs', 'default')")
+        _sql(fresh_dsn, "DELETE FROM pgjobs.queue_pauses WHERE queue = 'default';"
+                        " SELECT pg_notify('pgjobs', 'default')")
         started = asyncio.get_running_loop().time()
         await take(finished, 2, timeout=5)
         assert asyncio.get_running_loop().time() - started < 1.0
