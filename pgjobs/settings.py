@@ -14,6 +14,8 @@ from typing import Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from pgjobs.queue import defaults
+
 _RATE = re.compile(r"^\s*([A-Za-z0-9_.-]+)\s*=\s*(\d+(?:\.\d+)?)\s*/\s*(ms|s|sec|second|min|minute|h|hour)\s*$")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1, "sec": 1, "second": 1, "min": 60, "minute": 60, "h": 3600, "hour": 3600}
 
@@ -51,10 +53,11 @@ class Settings(BaseSettings):
     home: Path = Field(default_factory=default_home)
 
     # Worker behaviour.
-    lease_seconds: float = Field(default=30.0, gt=0)
-    poll_interval: float = Field(default=2.0, gt=0)
-    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
-    concurrency: int = Field(default=10, ge=1)
+    lease_seconds: float = Field(default=defaults.LEASE_SECONDS, gt=0)
+    poll_interval: float = Field(default=defaults.POLL_INTERVAL, gt=0)
+    shutdown_grace_seconds: float = Field(default=defaults.SHUTDOWN_GRACE, ge=0)
+    concurrency: int = Field(default=defaults.CONCURRENCY, ge=1)
+    handoff: bool = defaults.HANDOFF  # PGJOBS_HANDOFF=false: idle workers make no hand-off offers
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 

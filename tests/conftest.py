@@ -101,12 +101,16 @@ def conn(shared_dsn: str) -> Iterator[psycopg.Connection]:
         connection.rollback()
 
 
-async def claim(aconn, *, queues=("default",), limit=10, lease_seconds=30.0, worker_id="test"):
-    """Claim jobs exactly as a worker does (the worker's own statement)."""
+async def claim(aconn, *, queues=("default",), limit=10, lease_seconds=30.0, worker_id="test", kinds=None):
+    """Claim jobs exactly as a worker does (the worker's own statement); `kinds` defaults to every
+    kind queued now (a worker claims only its registry's kinds)."""
     from pgjobs.queue.jobs import Q, claimed_jobs
 
+    if kinds is None:
+        cur = await aconn.execute("SELECT array_agg(DISTINCT kind) FROM pgjobs.jobs WHERE state = 'queued'")
+        kinds = (await cur.fetchone())[0] or []
     token = uuid.uuid4()
-    cur = await aconn.execute(Q["claim_jobs"], {"queues": list(queues), "limit": limit,
+    cur = await aconn.execute(Q["claim_jobs"], {"queues": list(queues), "limit": limit, "kinds": list(kinds),
                                                 "lease_seconds": lease_seconds, "worker_id": worker_id,
                                                 "channel": "unused", "lock_key": 0, "idle_slots": 0,
                                                 "lease_token": token, "handoff_token": None})

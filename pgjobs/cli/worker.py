@@ -38,6 +38,7 @@ async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str
                 concurrency=concurrency or settings.concurrency, lease_seconds=settings.lease_seconds,
                 poll_interval=settings.poll_interval, shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
                 burst_waits_for_scheduled=burst_waits_for_scheduled, state=state,
+                app_name=app.name, on_error=app.error_hooks, handoff=settings.handoff,
             )
             scheduler = Scheduler(pool, app.schedules())
             if burst and scheduler.schedules:

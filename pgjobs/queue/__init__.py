@@ -6,6 +6,7 @@ kind in a `Registry`, run a `Worker`. Handlers return or raise `Complete`, `Retr
 commit with the job's outcome.
 """
 
+from pgjobs.queue import handoff
 from pgjobs.queue.completer import Finished, record_outcome
 from pgjobs.queue.context import JobContext, JobTransaction
 from pgjobs.queue.errors import JobNotFound, LeaseLost, PayloadError, QueueError
@@ -14,6 +15,7 @@ from pgjobs.queue.jobs import (
     Enqueued,
     Job,
     JobSpec,
+    RescuedJob,
     enqueue,
     enqueue_async,
     enqueue_many,
@@ -27,6 +29,6 @@ from pgjobs.queue.worker import Worker, WorkerHooks
 __all__ = [
     "DEFAULT_QUEUE", "Complete", "CopyInto", "Discard", "Enqueued", "Finished", "HandBack", "Handler", "Job",
     "JobContext", "JobNotFound", "JobSpec", "JobTransaction", "LeaseLost", "Outcome", "PayloadError", "QueueError",
-    "RateLimits", "Registry", "Retry", "Snooze", "Worker", "WorkerHooks", "default_registry", "enqueue",
-    "enqueue_async", "enqueue_many", "enqueue_many_async", "record_outcome",
+    "RateLimits", "Registry", "RescuedJob", "Retry", "Snooze", "Worker", "WorkerHooks", "default_registry", "enqueue",
+    "enqueue_async", "enqueue_many", "enqueue_many_async", "handoff", "record_outcome",
 ]

@@ -11,20 +11,26 @@ therefore touch only the database (they may run twice; only one run ever commits
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 import psycopg
 
-from pgjobs.queue.backoff import backoff_seconds
-from pgjobs.queue.context import JobTransaction, Later, defer_rows, flush_deferred
+from pgjobs.queue.context import Deferred, JobTransaction
 from pgjobs.queue.errors import LeaseLost
 from pgjobs.queue.jobs import Job, Q
-from pgjobs.queue.outcomes import Complete, Discard, HandBack, Outcome, Retry, Snooze
+from pgjobs.logs import log_many
+from pgjobs.queue.outcomes import Complete, Outcome, Retry
+
+if TYPE_CHECKING:
+    from psycopg_pool import AsyncConnectionPool
 
 log = logging.getLogger("pgjobs.completer")
+_worker_log = logging.getLogger("pgjobs.worker")  # the outcome lines are the worker's
+_MAX_GROUP = 1000  # outcomes per group commit
 
 
 @dataclass(slots=True)
@@ -38,34 +44,18 @@ class Finished:
     write_error: str | None = None
 
 
-def _row(item: Finished) -> tuple[str, float, str | None]:
-    """(outcome name, delay seconds, error text) for apply_outcomes."""
-    outcome, job = item.outcome, item.job
-    if isinstance(outcome, Complete):
-        return "complete", 0.0, None
-    if isinstance(outcome, Snooze):
-        return "snooze", outcome.seconds, outcome.reason
-    if isinstance(outcome, Discard):
-        return "discard", 0.0, outcome.reason
-    if isinstance(outcome, HandBack):
-        return "hand_back", 0.0, outcome.reason
-    assert isinstance(outcome, Retry)
-    delay = outcome.delay
-    if delay is None:
-        delay = backoff_seconds(job.attempt - job.snoozes, base_ms=job.backoff_base_ms, cap_ms=job.backoff_cap_ms)
-    return "retry", delay, outcome.error
-
-
 def _params(items: Iterable[Finished]) -> dict[str, list]:
-    ids, tokens, names, delays, errors = [], [], [], [], []
+    ids, tokens, names, delays, errors, tracebacks = [], [], [], [], [], []
     for item in items:
-        name, delay, error = _row(item)
-        ids.append(item.job.id)
-        tokens.append(item.job.lease_token)
-        names.append(name)
-        delays.append(delay)
-        errors.append(error)
-    return {"ids": ids, "tokens": tokens, "outcomes": names, "delays": delays, "errors": errors}
+        outcome, job = item.outcome, item.job
+        ids.append(job.id)
+        tokens.append(job.lease_token)
+        names.append(outcome.name)
+        delays.append(outcome.delay_seconds(job))
+        errors.append(outcome.error)
+        tracebacks.append(outcome.traceback)
+    return {"ids": ids, "tokens": tokens, "outcomes": names, "delays": delays, "errors": errors,
+            "tracebacks": tracebacks}
 
 
 def _complete_params(items: Iterable[Finished]) -> dict[str, Any]:
@@ -101,13 +91,13 @@ async def _write_one(conn: psycopg.AsyncConnection, item: Finished) -> None:
         await item.outcome.write(tx)
     if item.outcome.rows:
         tx.copy_rows_later(item.outcome.rows)
-    await tx.flush_later()
+    await tx.deferred.flush(conn)
 
 
 async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
     async with conn.transaction():
         await _apply(conn, items)
-        later: Later = {}  # deferred rows of the whole group: one COPY / executemany per target
+        deferred = Deferred()  # the whole group's children and rows: one COPY per target
         async with AsyncExitStack() as stack:
             # Pipeline mode from a write's first statement on: writes that only defer rows
             # (audit rows, children) leave nothing to pipeline, and leaving it costs a sync.
@@ -124,11 +114,11 @@ async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
                     continue
                 outcome = item.outcome
                 if outcome.write is not None:
-                    await outcome.write(JobTransaction(conn, item.job, later, enter_pipeline))
+                    await outcome.write(JobTransaction(conn, item.job, deferred, enter_pipeline))
                 if outcome.rows:
-                    defer_rows(later, outcome.rows)
-        if later:
-            await flush_deferred(conn, later)
+                    deferred.add_rows(outcome.rows)
+        if deferred:
+            await deferred.flush(conn)
 
 
 async def _unit(conn: psycopg.AsyncConnection, item: Finished) -> None:
@@ -192,3 +182,70 @@ async def record_outcome(conn: psycopg.AsyncConnection, job: Job, outcome: Outco
     if _writes(outcome):
         await _write_one(conn, item)
     return item.state
+
+
+def _outcome_fields(item: Finished) -> dict[str, object]:
+    """The structured line each outcome gets: kind, id, root, attempt, outcome, duration."""
+    job, outcome = item.job, item.outcome
+    fields: dict[str, object] = {
+        "kind": job.kind, "job_id": job.id, "root_id": job.root_id, "attempt": job.attempt,
+        "outcome": outcome.name, "state": item.state or "lease_lost",
+        "duration_ms": round(item.duration_ms, 2)}
+    if item.state is None:
+        fields["error"] = "lease lost: outcome discarded, nothing committed"
+    elif not isinstance(outcome, Complete):
+        fields["error"] = outcome.error
+    if outcome.traceback is not None:
+        fields["traceback"] = outcome.traceback
+    return fields
+
+
+class GroupCommitter:
+    """The worker's completer loops (a mixin of Worker): each takes every finished attempt waiting,
+    up to _MAX_GROUP, and writes them in one transaction while the next group accumulates."""
+
+    pool: AsyncConnectionPool
+    _done: asyncio.Queue[Finished]
+    _held: dict[int, Job]
+    _wake: asyncio.Event
+    hooks: Any
+    _start_backlog: Callable[[], None]
+
+    async def _complete_loop(self) -> None:
+        while True:
+            batch = [await self._done.get()]
+            while not self._done.empty() and len(batch) < _MAX_GROUP:
+                batch.append(self._done.get_nowait())
+            try:
+                await self._write(batch)
+            finally:
+                for _ in batch:
+                    self._done.task_done()
+
+    async def _write(self, batch: list[Finished]) -> None:
+        for attempt in range(3):
+            try:
+                async with self.pool.connection() as conn:
+                    await write_outcomes(conn, batch)
+                break
+            except psycopg.OperationalError as exc:
+                # A retried group is safe: whatever committed already is fenced out the second time.
+                _worker_log.warning("writing %d outcomes failed (%s); retrying", len(batch), exc)
+                await asyncio.sleep(0.2 * (attempt + 1))
+        else:
+            _worker_log.error("gave up writing %d outcomes; their leases will expire and be rescued", len(batch))
+        done, troubled = [], []
+        info = _worker_log.isEnabledFor(logging.INFO)
+        for item in batch:
+            self._held.pop(item.job.id, None)
+            if self.hooks.finished:
+                self.hooks.finished(item)
+            if item.state is not None and isinstance(item.outcome, Complete):
+                if info:
+                    done.append(_outcome_fields(item))
+            else:
+                troubled.append(_outcome_fields(item))
+        self._start_backlog()
+        self._wake.set()  # slots are free again
+        log_many(_worker_log, logging.INFO, "outcome", done)
+        log_many(_worker_log, logging.WARNING, "outcome", troubled)

@@ -9,13 +9,13 @@ its root, and a parent fenced out of its lease spawns nothing.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue.errors import QueueError
-from pgjobs.queue.jobs import Enqueued, Job, JobSpec, Q, bulk_params, copyable, payload_text
+from pgjobs.queue.jobs import Enqueued, Job, JobSpec, Q, RescuedJob, bulk_params, copyable, payload_text
 from pgjobs.queue.outcomes import CopyInto, Rows
 
 if TYPE_CHECKING:
@@ -37,22 +37,48 @@ class JobContext:
         return self.job.payload if self.validated is None else self.validated
 
 
-_CHILDREN = "\0children"  # key of the deferred children in the group's `later` map
 _CHILD_COPY_TYPES = ["int8", "int8", "text", "text", "text", "int4", "int4", "int4", "int4"]  # payload as JSON text
-# A group's deferred rows, by key: _CHILDREN, a CopyInto (rows for one COPY), or a query's text
-# (parameter sets for one executemany).
-Later = dict[Any, list]
+
+
+class Deferred:
+    """Writes deferred to the end of a completion transaction, batched across a group's jobs:
+    children (one COPY, or one set-based insert when some have a dedupe key or a schedule) and
+    append-only rows (one COPY per CopyInto target). Not in pipeline mode (COPY cannot be)."""
+
+    __slots__ = ("children", "rows")
+
+    def __init__(self) -> None:
+        self.children: list[tuple[Job | RescuedJob, JobSpec]] = []
+        self.rows: dict[CopyInto, list[Sequence[object]]] = {}
+
+    def __bool__(self) -> bool:
+        return bool(self.children or self.rows)
+
+    def add_rows(self, rows: Rows) -> None:
+        for target, values in rows:
+            if type(target) is not CopyInto:
+                raise TypeError(f"rows take (CopyInto, values) pairs, not {type(target).__name__}")
+            self.rows.setdefault(target, []).append(values)
+
+    async def flush(self, conn: psycopg.AsyncConnection) -> None:
+        children, self.children = self.children, []
+        rows, self.rows = self.rows, {}
+        if children:
+            await _write_children(conn, children)
+        for target, values in rows.items():
+            await _copy_rows(conn, target, values)
 
 
 class JobTransaction:
-    """The completion transaction of one job attempt (a savepoint within a group commit)."""
+    """The completion transaction of one job attempt (a savepoint within a group commit), or of
+    the rescuer's record of a lost one (`job` is then a RescuedJob)."""
 
-    def __init__(self, conn: psycopg.AsyncConnection, job: Job,
-                 later: Later | None = None,
+    def __init__(self, conn: psycopg.AsyncConnection, job: Job | RescuedJob,
+                 deferred: Deferred | None = None,
                  before_statement: Callable[[], Awaitable[None]] | None = None) -> None:
         self.conn = conn
         self.job = job
-        self._later = later if later is not None else {}
+        self.deferred = deferred if deferred is not None else Deferred()
         self._before_statement = before_statement  # the group commit's: enter pipeline mode
 
     async def execute(self, query: str, params: Mapping[str, Any] | tuple | None = None) -> psycopg.AsyncCursor:
@@ -64,32 +90,18 @@ class JobTransaction:
         """Like enqueue_child, batched with the group's other deferred inserts; returns nothing
         (use enqueue_child when you need the id or the dedupe answer)."""
         spec = JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)
-        self._children.append((self.job, spec))
+        self.deferred.children.append((self.job, spec))
 
-    def execute_later(self, query: str, params: Mapping[str, Any] | tuple) -> None:
-        """Run `query` at the end of this transaction's writes, batched with the same query from
-        the other jobs of the group (one executemany): for rows nothing else reads back, such as
-        audit rows. It still commits, or not, with this job's outcome."""
-        self._later.setdefault(query, []).append(params)
-
-    def copy_later(self, copy_statement: str, row: tuple, *, types: tuple[str, ...] | None = None) -> None:
-        """Like execute_later, for append-only rows: every row the group queues for the same
-        `COPY table (columns) FROM STDIN` statement goes in with one COPY (the cheapest insert
-        PostgreSQL has), still inside this transaction. `types` (PostgreSQL type names, one per
-        column, e.g. "int8", "text[]") spares psycopg a type lookup per value."""
-        self._later.setdefault(CopyInto(copy_statement, None if types is None else tuple(types)), []).append(row)
+    def copy_later(self, copy_statement: str, row: Sequence[object], *, types: Sequence[str] | None = None) -> None:
+        """An append-only row: every row the group queues for the same `COPY table (columns) FROM
+        STDIN` statement goes in with one COPY (the cheapest insert PostgreSQL has), still inside
+        this transaction. `types` (PostgreSQL type names, one per column, e.g. "int8", "text[]")
+        spares psycopg a type lookup per value."""
+        self.deferred.add_rows([(CopyInto(copy_statement, None if types is None else tuple(types)), row)])
 
     def copy_rows_later(self, rows: Rows) -> None:
         """copy_later for `(CopyInto, values)` pairs, as an outcome's `rows` carries them."""
-        defer_rows(self._later, rows)
-
-    async def flush_later(self) -> None:
-        pending, self._later = self._later, {}
-        await flush_deferred(self.conn, pending)
-
-    @property
-    def _children(self) -> list:
-        return self._later.setdefault(_CHILDREN, [])
+        self.deferred.add_rows(rows)
 
     async def enqueue_child(self, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:
         spec = JobSpec(kind=kind, payload=payload if payload is not None else {}, **options)
@@ -108,44 +120,31 @@ class JobTransaction:
         raise QueueError(f"could not settle dedupe key {spec.dedupe_key!r}")
 
 
-def defer_rows(later: Later, rows: Rows) -> None:
-    for target, values in rows:
-        if type(target) is not CopyInto:
-            raise TypeError(f"rows take (CopyInto, values) pairs, not {type(target).__name__}")
-        later.setdefault(target, []).append(values)
+async def _write_children(conn: psycopg.AsyncConnection, children: list[tuple[Job | RescuedJob, JobSpec]]) -> None:
+    parents, specs = zip(*children)
+    if copyable(specs):
+        async with conn.cursor().copy(Q["copy_children"]) as copy:
+            copy.set_types(_CHILD_COPY_TYPES)
+            for parent, s in children:
+                await copy.write_row((parent.root_id, parent.id, s.kind, s.queue, payload_text(s), s.priority,
+                                      s.max_attempts, s.backoff_base_ms, s.backoff_cap_ms))
+        for queue in {s.queue for s in specs}:
+            await conn.execute(Q["notify_queue"], {"queue": queue})
+    else:  # dedupe keys or schedules: one set-based insert (parents' root_id read from their rows)
+        params = {"parent_ids": [p.id for p in parents]} | bulk_params(list(specs))
+        await conn.execute(Q["enqueue_children"], params)
 
 
-async def flush_deferred(conn: psycopg.AsyncConnection, later: Later) -> None:
-    """Write a group's deferred rows: children in one COPY (or one set-based insert when some have
-    a dedupe key or a schedule), COPY rows in one COPY per statement, the rest in one executemany
-    per query. Not in pipeline mode (COPY cannot be)."""
-    children = later.pop(_CHILDREN, [])
-    if children:
-        parents, specs = zip(*children)
-        if copyable(specs):
-            async with conn.cursor().copy(Q["copy_children"]) as copy:
-                copy.set_types(_CHILD_COPY_TYPES)
-                for parent, s in children:
-                    await copy.write_row((parent.root_id, parent.id, s.kind, s.queue, payload_text(s), s.priority,
-                                          s.max_attempts, s.backoff_base_ms, s.backoff_cap_ms))
-            for queue in {s.queue for s in specs}:
-                await conn.execute(Q["notify_queue"], {"queue": queue})
-        else:  # dedupe keys or schedules: one set-based insert (parents' root_id read from their rows)
-            params = {"parent_ids": [p.id for p in parents]} | bulk_params(list(specs))
-            await conn.execute(Q["enqueue_children"], params)
-    for key, rows in later.items():
-        async with conn.cursor() as cur:
-            if type(key) is CopyInto:
-                types = key.types
-                if types and "text[]" in types:
-                    rows, types = _text_arrays_as_literals(rows, types)
-                async with cur.copy(key.statement) as copy:
-                    if types:
-                        copy.set_types(types)
-                    for row in rows:
-                        await copy.write_row(row)
-            else:
-                await cur.executemany(key, rows)
+async def _copy_rows(conn: psycopg.AsyncConnection, target: CopyInto, rows: list[Sequence[object]]) -> None:
+    types = target.types
+    if types and "text[]" in types:
+        rows, types = _text_arrays_as_literals(rows, types)
+    async with conn.cursor() as cur:
+        async with cur.copy(target.statement) as copy:
+            if types:
+                copy.set_types(types)
+            for row in rows:
+                await copy.write_row(row)
 
 
 def _text_arrays_as_literals(rows: list, types: tuple[str, ...]) -> tuple[list, tuple[str, ...]]:

@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping
 
-import orjson
 import psycopg
 from psycopg.pq import TransactionStatus
 from psycopg.rows import tuple_row
 
 from pgjobs import jsontext
+from pgjobs.queue import defaults, handoff
 from pgjobs.queue.errors import PayloadError
 from pgjobs.sqlfiles import load_queries, positional
 
@@ -43,9 +43,9 @@ class JobSpec:
     priority: int = 0  # lower runs first
     delay: float = 0.0  # seconds after run_at (or now)
     run_at: datetime | None = None
-    max_attempts: int = 3
-    backoff_base_ms: int = 2000
-    backoff_cap_ms: int = 600_000
+    max_attempts: int = defaults.MAX_ATTEMPTS
+    backoff_base_ms: int = defaults.BACKOFF_BASE_MS
+    backoff_cap_ms: int = defaults.BACKOFF_CAP_MS
     dedupe_key: str | None = None
 
     def __post_init__(self) -> None:
@@ -126,6 +126,23 @@ class Job:
         return self.max_attempts - (self.attempt - self.snoozes)
 
 
+@dataclass(slots=True)
+class RescuedJob:
+    """A job the rescuer took back from a worker whose lease expired, as its kind's
+    `on_lease_expired` hook sees it: the lost attempt, and what became of the job (`state`
+    "queued" for another attempt, "failed" when none is left). It holds no lease."""
+
+    id: int
+    root_id: int
+    parent_id: int | None
+    kind: str
+    queue: str
+    payload: Any  # the decoded JSON
+    attempt: int  # the attempt that was lost
+    state: str
+    last_error: str
+
+
 def claimed_jobs(rows: Iterable[tuple], lease_token: uuid.UUID) -> list[Job]:
     """The jobs of one claim_jobs call (rows without the claim's shared token), in claim order."""
     return sorted((Job(*row, lease_token) for row in rows), key=lambda j: (j.priority, j.run_at, j.id))
@@ -153,20 +170,11 @@ def _statement(conn: psycopg.Connection | psycopg.AsyncConnection, spec: JobSpec
     params = spec.params()
     if (conn.autocommit and conn.pgconn.transaction_status == TransactionStatus.IDLE
             and spec.dedupe_key is None and spec.run_at is None and not spec.delay):
-        params["note"] = handoff_note(spec)
+        params["note"] = handoff.note(spec)
         query, names = _HANDOFF
     else:
         query, names = _ENQUEUE
     return query, tuple([params[name] for name in names])
-
-
-def handoff_note(spec: JobSpec) -> str | None:
-    """The middle of the notification enqueue_handoff sends a waiting worker (made here: cheaper
-    than in SQL on the wake-up path); None when the kind or queue name would make the notification
-    too long (it holds < 8000 bytes): that job is simply queued."""
-    note = orjson.dumps([spec.kind, spec.queue, spec.priority, spec.max_attempts, spec.backoff_base_ms,
-                         spec.backoff_cap_ms])  # str and int only: plain orjson will do
-    return "," + note[1:].decode() if len(note) <= 1000 else None
 
 
 def enqueue(conn: psycopg.Connection, kind: str, payload: Mapping[str, Any] | None = None, **options: Any) -> Enqueued:

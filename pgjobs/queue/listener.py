@@ -14,23 +14,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import psycopg
 from psycopg import sql
 
+from pgjobs.queue.handoff import Handoff
+
 log = logging.getLogger("pgjobs.listener")
 CHANNEL = "pgjobs"
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """Where jobs handed to this worker arrive: its own channel, its liveness lock, a callback."""
-
-    channel: str
-    lock_key: int
-    accept: Callable[[str], None]  # gets the notification payload (the leased job, as JSON)
 
 
 class Listener:

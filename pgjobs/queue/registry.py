@@ -2,8 +2,8 @@
 
 A handler is `async def run(ctx) -> Outcome | None` (None means Complete()); a plain `def` runs in
 a thread. With `payload_model`, the payload is validated first and a payload that fails fails the
-job terminally. `on_lease_expired` runs inside the rescuer's transaction when a job of this kind
-lost its worker, so the domain can record the lost attempt atomically with the re-queue.
+job terminally. `on_lease_expired(tx, rescued_job)` runs inside the rescuer's transaction when a
+job of this kind lost its worker, so the domain can record the lost attempt atomically with the re-queue.
 """
 
 from __future__ import annotations
@@ -11,15 +11,16 @@ from __future__ import annotations
 import asyncio
 import inspect
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Awaitable, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from pgjobs.queue.context import JobContext, JobTransaction
+from pgjobs.queue.jobs import RescuedJob
 from pgjobs.queue.outcomes import Outcome
 
 Run = Callable[[JobContext], Awaitable[Outcome | None]] | Callable[[JobContext], Outcome | None]
-LeaseExpiredHook = Callable[[JobTransaction, dict[str, Any]], Awaitable[None]]
+LeaseExpiredHook = Callable[[JobTransaction, RescuedJob], Awaitable[None]]
 
 
 @dataclass(frozen=True)

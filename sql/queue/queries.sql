@@ -23,7 +23,8 @@ SELECT id, root_id, false, false FROM pgjobs.jobs
 WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXISTS (SELECT FROM ins);
 
 -- name: enqueue_handoff
--- Enqueue one root job and, when a live worker waits idle on its queue, hand it over in the same
+-- Enqueue one root job and, when a live worker waits idle on its queue (not paused) and runs its
+-- kind, hand it over in the same
 -- statement: the row goes in already leased to that worker (attempt 1, the lease token its offer
 -- holds) and the notification on the worker's own channel carries it, so the worker starts it
 -- without claiming. With no such waiter (or a job too big for a notification: %(note)s NULL, or a
@@ -39,7 +40,8 @@ WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXI
 WITH taken AS (
     SELECT w.worker_id, w.channel, w.lease_seconds, w.lease_token
     FROM pgjobs.waiters w
-    WHERE %(queue)s = ANY (w.queues) AND w.free > 0 AND w.lease_token IS NOT NULL
+    WHERE %(queue)s = ANY (w.queues) AND %(kind)s = ANY (w.kinds) AND w.free > 0 AND w.lease_token IS NOT NULL
+      AND NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = %(queue)s)
       AND %(note)s::text IS NOT NULL AND octet_length(%(payload)s::text) <= 6900  -- NOTIFY takes < 8000 bytes
       AND NOT pg_try_advisory_xact_lock_shared(w.lock_key)  -- its listener holds it while alive
     ORDER BY w.since
@@ -148,18 +150,22 @@ FROM STDIN;
 SELECT pg_notify('pgjobs', %(queue)s);
 
 -- name: claim_jobs
--- Mark up to %(limit)s runnable jobs running for one worker; SKIP LOCKED lets workers claim side by side,
--- and keep the worker's hand-off offer (pgjobs.waiters) in step, in the same statement.
+-- Mark up to %(limit)s runnable jobs of the worker's %(kinds)s running for one worker; SKIP LOCKED lets
+-- workers claim side by side, and keep the worker's hand-off offer (pgjobs.waiters) in step, in the
+-- same statement. Paused queues (pgjobs.queue_pauses) are skipped: their jobs stay queued.
 -- One fresh %(lease_token)s per claim fences all its jobs: fencing is on (id, token), and any later
 -- claim of one of them (after its lease expired) writes another token. Rows come back without it.
--- One index scan per queue (LATERAL: equality on the index's leading column keeps its order, so the
--- scan never walks finished rows or sorts, on PostgreSQL 15 as on 18), then the best across queues.
+-- One index scan per (queue, kind) pair (LATERAL: equality on jobs_claim_idx's two leading columns
+-- keeps its order, so the scan never walks finished rows or sorts, on PostgreSQL 15 as on 18), then
+-- the best across pairs (migration 0006 records the trade-off).
 WITH next AS (
     SELECT j.id
-    FROM unnest(%(queues)b::text[]) AS q(name)
+    FROM (SELECT q.name FROM unnest(%(queues)b::text[]) AS q(name)
+          WHERE NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = q.name)) AS q
+    CROSS JOIN unnest(%(kinds)b::text[]) AS k(name)
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM pgjobs.jobs
-        WHERE state = 'queued' AND queue = q.name AND run_at <= now()
+        WHERE state = 'queued' AND queue = q.name AND kind = k.name AND run_at <= now()
         ORDER BY priority, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -181,9 +187,9 @@ WITH next AS (
     SELECT CASE WHEN count(*) < %(limit)s THEN greatest(%(idle_slots)s - count(*), 0) ELSE 0 END AS free
     FROM claimed
 ), offered AS (
-    INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds, lease_token)
-    SELECT %(worker_id)s, %(queues)b::text[], %(channel)s, %(lock_key)s, offer.free, %(lease_seconds)s,
-           %(handoff_token)s
+    INSERT INTO pgjobs.waiters (worker_id, queues, kinds, channel, lock_key, free, lease_seconds, lease_token)
+    SELECT %(worker_id)s, %(queues)b::text[], %(kinds)b::text[], %(channel)s, %(lock_key)s, offer.free,
+           %(lease_seconds)s, %(handoff_token)s
     FROM offer WHERE offer.free > 0
     ON CONFLICT (worker_id) DO NOTHING
 ), changed AS (
@@ -196,9 +202,11 @@ SELECT * FROM claimed;
 
 -- name: apply_outcomes
 -- Record the outcomes of several attempts in one statement, each fenced on its own lease token.
--- outcome: complete | retry (terminal once attempts are spent) | discard (terminal) | snooze (no
--- attempt spent) | hand_back (the run is undone: attempt decremented). Returns the rows that still held their lease, with their new state; the row
--- locks this takes keep rescuer and cancel away until the caller's transaction commits.
+-- outcome (each Outcome class's `name`): complete | retry (terminal once attempts are spent) |
+-- discard (terminal) | snooze (no attempt spent) | hand_back (the run is undone: attempt
+-- decremented). A failure caused by an exception or a timeout also stores its traceback in the
+-- attempt's `errors` entry. Returns the rows that still held their lease, with their new state;
+-- the row locks this takes keep rescuer and cancel away until the caller's transaction commits.
 UPDATE pgjobs.jobs j
 SET state = CASE
         WHEN o.outcome = 'complete' THEN 'succeeded'
@@ -215,10 +223,12 @@ SET state = CASE
     last_error = CASE WHEN o.outcome = 'complete' THEN j.last_error ELSE o.error END,
     errors = CASE WHEN o.outcome = 'complete' THEN j.errors
                   ELSE j.errors || jsonb_build_array(jsonb_build_object(
-                      'attempt', j.attempt, 'at', now(), 'outcome', o.outcome, 'error', o.error)) END,
+                      'attempt', j.attempt, 'at', now(), 'outcome', o.outcome, 'error', o.error)
+                      || CASE WHEN o.traceback IS NULL THEN '{}'::jsonb
+                              ELSE jsonb_build_object('traceback', o.traceback) END) END,
     lease_token = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delays)b::float8[],
-            %(errors)b::text[]) AS o(id, token, outcome, delay, error)
+            %(errors)b::text[], %(tracebacks)b::text[]) AS o(id, token, outcome, delay, error, traceback)
 WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'
 RETURNING j.id, j.state::text AS state;
 
@@ -265,6 +275,17 @@ WHERE j.id = expired.id
 RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.attempt, j.state::text AS state,
           j.last_error;
 
+-- name: upsert_worker
+-- A worker's row in pgjobs.workers: written at start, and again by every heartbeat (busy or idle),
+-- which also puts it back if someone pruned it while the worker was unreachable.
+INSERT INTO pgjobs.workers (worker_id, app, host, pid, queues, kinds, concurrency)
+VALUES (%(worker_id)s, %(app)s, %(host)s, %(pid)s, %(queues)s, %(kinds)s, %(concurrency)s)
+ON CONFLICT (worker_id) DO UPDATE SET heartbeat_at = now();
+
+-- name: delete_worker
+-- A clean stop removes the worker's row.
+DELETE FROM pgjobs.workers WHERE worker_id = %(worker_id)s;
+
 -- name: withdraw_waiter
 -- A worker takes back its hand-off offer: when stopping, or when hand-offs filled its slots.
 DELETE FROM pgjobs.waiters WHERE worker_id = %(worker_id)s;
@@ -282,17 +303,23 @@ RETURNING id;
 DELETE FROM pgjobs.waiters w WHERE pg_try_advisory_xact_lock(w.lock_key);
 
 -- name: pending_work
--- For --burst: is anything in these queues running, or runnable now (or later, with %(scheduled)s)?
+-- For --burst: is anything in these queues running (it may spawn more), or runnable by this worker
+-- now (or later, with %(scheduled)s): one of its %(kinds)s, in a queue that is not paused?
 SELECT EXISTS (
     SELECT FROM pgjobs.jobs
-    WHERE queue = ANY(%(queues)b::text[])
-      AND (state = 'running' OR (state = 'queued' AND (run_at <= now() OR %(scheduled)s)))
+    WHERE queue = ANY(%(queues)b::text[]) AND state = 'running'
+) OR EXISTS (
+    SELECT FROM pgjobs.jobs
+    WHERE queue = ANY(%(queues)b::text[]) AND kind = ANY(%(kinds)b::text[]) AND state = 'queued'
+      AND (run_at <= now() OR %(scheduled)s)
+      AND NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = jobs.queue)
 ) AS pending;
 
 -- name: next_run_at
--- When the earliest scheduled job in these queues becomes runnable (NULL when none is queued).
+-- When the earliest scheduled job this worker can run becomes runnable (NULL when none is queued).
 SELECT min(run_at) AS next_run_at FROM pgjobs.jobs
-WHERE state = 'queued' AND queue = ANY(%(queues)b::text[]);
+WHERE state = 'queued' AND queue = ANY(%(queues)b::text[]) AND kind = ANY(%(kinds)b::text[])
+  AND NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = jobs.queue);
 
 -- name: cancel_job
 -- Cancel one unfinished job. A running one loses its lease, so its worker can no longer commit.

@@ -61,14 +61,17 @@ async def test_two_connections_never_claim_the_same_job(fresh_dsn, claim_jobs):
     assert sum(1 for r in results if r) >= 2  # they really did claim side by side
 
 
-def test_claim_plan_uses_the_runnable_index_after_a_bulk_load(fresh_dsn):
+@pytest.mark.parametrize("kinds", [["noop"], ["noop", "other", "third"]])
+def test_claim_plan_uses_the_claim_index_after_a_bulk_load(fresh_dsn, kinds):
     with psycopg.connect(fresh_dsn) as conn:
-        enqueue_many(conn, [JobSpec(kind="noop") for _ in range(20_000)])
+        enqueue_many(conn, [JobSpec(kind=("noop", "other", "unserved")[i % 3], queue=("default", "b")[i % 2])
+                            for i in range(20_000)])
         conn.execute("UPDATE pgjobs.jobs SET state = 'succeeded', finished_at = now() WHERE id % 50 <> 0")
         conn.commit()
         conn.execute("ANALYZE pgjobs.jobs")
-        params = {"queues": ["default"], "limit": 10, "lease_seconds": 30, "worker_id": "x", "channel": "c",
-                  "lock_key": 0, "idle_slots": 0, "lease_token": uuid.uuid4(), "handoff_token": None}
+        params = {"queues": ["default", "b"], "kinds": kinds, "limit": 10, "lease_seconds": 30, "worker_id": "x",
+                  "channel": "c", "lock_key": 0, "idle_slots": 0, "lease_token": uuid.uuid4(),
+                  "handoff_token": None}
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + Q["claim_jobs"], params).fetchall())
         # The worker runs the claim with its generic plan (plan_cache_mode = force_generic_plan): same walk.
         names = list(params)
@@ -76,10 +79,11 @@ def test_claim_plan_uses_the_runnable_index_after_a_bulk_load(fresh_dsn):
         conn.execute("SET plan_cache_mode = force_generic_plan")
         conn.execute(f"PREPARE claim AS {prepared}")
         generic = "\n".join(r[0] for r in conn.execute(
-            "EXPLAIN EXECUTE claim('{default}', 1000, 30, 'x', 'c', 0, 0, gen_random_uuid(), NULL)").fetchall())
+            f"EXPLAIN EXECUTE claim('{{default,b}}', '{{{','.join(kinds)}}}', 1000, 30, 'x', 'c', 0, 0,"
+            " gen_random_uuid(), NULL)").fetchall())
     for p in (plan, generic):
-        assert "jobs_runnable_idx" in p, p
-        assert "Seq Scan on jobs" not in p, p
+        assert "jobs_claim_idx" in p, p
+        assert "Seq Scan on jobs" not in p and "Sort Key: jobs" not in p, p
 
 
 async def test_complete_clears_the_lease(fresh_dsn, aconn, claim_jobs):

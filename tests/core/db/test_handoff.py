@@ -5,14 +5,13 @@ LISTENs on its channel (what Listener does); the whole path with a real Worker.
 """
 
 import asyncio
-import json
 import uuid
 
 import psycopg
 import pytest
 
 from pgjobs.database import open_pool
-from pgjobs.queue import RateLimits, Registry, Worker, WorkerHooks, enqueue, enqueue_async
+from pgjobs.queue import RateLimits, Registry, Worker, WorkerHooks, default_registry, enqueue, enqueue_async, handoff
 from pgjobs.queue.jobs import Q
 
 LOCK_KEY = 4242
@@ -25,8 +24,9 @@ def waiter(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as session:
         session.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         session.execute("LISTEN pgjobs_w_test")
-        session.execute("INSERT INTO pgjobs.waiters (worker_id, queues, channel, lock_key, free, lease_seconds,"
-                        " lease_token) VALUES ('w1', '{default}', 'pgjobs_w_test', %s, 2, 30, %s)", (LOCK_KEY, TOKEN))
+        session.execute("INSERT INTO pgjobs.waiters (worker_id, queues, kinds, channel, lock_key, free, lease_seconds,"
+                        " lease_token) VALUES ('w1', '{default}', '{noop}', 'pgjobs_w_test', %s, 2, 30, %s)",
+                        (LOCK_KEY, TOKEN))
         yield session
 
 
@@ -46,14 +46,13 @@ def test_autocommit_enqueue_is_leased_to_the_waiter_and_the_notification_carries
         assert _free(conn) == 2  # the offer is only read: the worker itself keeps it up to date
     (note,) = list(waiter.notifies(timeout=5, stop_after=1))
     assert note.channel == "pgjobs_w_test"
-    head, newline, payload = note.payload.partition("\n")
-    fields = json.loads(head)
-    assert newline and payload == '{"n": 1}'  # the payload as jsonb prints it, as a claim returns it
+    job = handoff.decode(note.payload, TOKEN)  # what SQL built, read by the one decoder
+    assert job.payload_json == '{"n": 1}'  # the payload as jsonb prints it, as a claim returns it
     with psycopg.connect(fresh_dsn) as conn:
-        (run_at,) = conn.execute("SELECT extract(epoch FROM run_at) FROM pgjobs.jobs WHERE id = %s",
-                                 (job_id,)).fetchone()
-    assert fields[0] == job_id and fields[1] == float(run_at)
-    assert fields[2:] == ["noop", "default", 3, 3, 2000, 600_000]
+        (run_at,) = conn.execute("SELECT run_at FROM pgjobs.jobs WHERE id = %s", (job_id,)).fetchone()
+    assert (job.id, job.run_at, job.attempt, job.lease_token) == (job_id, run_at, 1, TOKEN)
+    assert (job.kind, job.queue, job.priority, job.max_attempts, job.backoff_base_ms, job.backoff_cap_ms) == (
+        "noop", "default", 3, 3, 2000, 600_000)
 
 
 def test_no_hand_off_inside_a_transaction_for_another_queue_too_big_or_without_free_slots(fresh_dsn, waiter):
@@ -78,6 +77,19 @@ def test_no_hand_off_inside_a_transaction_for_another_queue_too_big_or_without_f
         assert [_row(conn, i)[0] for i in (handed, after_full, no_token)] == ["running", "queued", "queued"]
 
 
+def test_a_job_goes_only_to_a_waiter_that_runs_its_kind_on_a_queue_not_paused(fresh_dsn, waiter):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        other_kind = enqueue(conn, "not_in_its_registry").id
+        conn.execute("INSERT INTO pgjobs.queue_pauses (queue) VALUES ('default')")
+        paused = enqueue(conn, "noop").id
+        conn.execute("DELETE FROM pgjobs.queue_pauses")
+        resumed = enqueue(conn, "noop").id
+        conn.execute("UPDATE pgjobs.waiters SET kinds = NULL")  # an offer from before 0005 names no kinds
+        no_kinds = enqueue(conn, "noop").id
+        assert [_row(conn, i)[0] for i in (other_kind, paused, resumed, no_kinds)] == [
+            "queued", "queued", "running", "queued"]
+
+
 def test_a_dead_waiter_is_never_chosen_and_the_rescuer_prunes_it(fresh_dsn, waiter):
     waiter.execute("SELECT pg_advisory_unlock(%s)", (LOCK_KEY,))  # as if its listener session died
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
@@ -96,8 +108,8 @@ def test_orphaned_hand_offs_go_back_without_spending_an_attempt(fresh_dsn, waite
 
 
 def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn):
-    params = {"queues": ["default"], "lease_seconds": 30, "worker_id": "w2", "channel": "pgjobs_w_2",
-              "lock_key": 7, "lease_token": uuid.uuid4(), "handoff_token": TOKEN}
+    params = {"queues": ["default"], "kinds": ["noop"], "lease_seconds": 30, "worker_id": "w2",
+              "channel": "pgjobs_w_2", "lock_key": 7, "lease_token": uuid.uuid4(), "handoff_token": TOKEN}
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         for _ in range(3):
             enqueue(conn, "noop", queue="default")
@@ -108,6 +120,8 @@ def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn
         assert conn.execute(offer).fetchone() == (7,)  # 8 free, 1 just taken, nothing else runnable
         token = "SELECT lease_token FROM pgjobs.waiters WHERE worker_id = 'w2'"
         assert conn.execute(token).fetchone() == (TOKEN,)  # what its hand-offs will be leased with
+        kinds = "SELECT kinds FROM pgjobs.waiters WHERE worker_id = 'w2'"
+        assert conn.execute(kinds).fetchone() == (["noop"],)  # only these are ever handed to it
         conn.execute(Q["claim_jobs"], params | {"limit": 2, "idle_slots": 0})  # burst / stopping
         assert conn.execute(offer).fetchone() == (0,)
 
@@ -207,3 +221,21 @@ async def test_hand_offs_beyond_free_slots_wait_their_turn_and_the_full_worker_w
         worker.stop(now=True)
         await asyncio.wait_for(task, 10)
         await pool.close()
+
+
+async def test_with_hand_offs_off_an_idle_worker_offers_nothing_and_claims_every_job(fresh_dsn):
+    from workertools import running_worker, take
+
+    async with running_worker(fresh_dsn, default_registry(), handoff=False, poll_interval=60) as (worker, finished):
+        await take(worker.idle_queue, 1)  # its claim found nothing: a worker with hand-offs would offer now
+        job_id = _enqueue_autocommit(fresh_dsn)
+        (item,) = await take(finished, 1)  # woken by the NOTIFY, it claimed the job
+        assert (item.job.id, item.state) == (job_id, "succeeded")
+        with psycopg.connect(fresh_dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM pgjobs.waiters").fetchone() == (0,)
+        assert worker.listener._handoff is None  # no channel of its own, no liveness lock
+
+
+def _enqueue_autocommit(dsn):
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        return enqueue(conn, "noop").id

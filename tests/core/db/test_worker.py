@@ -3,47 +3,14 @@
 import asyncio
 import logging
 import time
-from contextlib import asynccontextmanager
 
 import psycopg
 import pytest
 
 from pgjobs.database import open_pool
-from pgjobs.queue import (Complete, Discard, JobSpec, RateLimits, Registry, Retry, Snooze, Worker, WorkerHooks,
-                          default_registry, enqueue, enqueue_many)
-
-
-@asynccontextmanager
-async def running_worker(dsn, registry, **options):
-    """Start a Worker; yield (worker, finished queue); stop it and prove it stopped."""
-    pool = await open_pool(dsn, max_size=4)
-    finished: asyncio.Queue = asyncio.Queue()
-    claimed: asyncio.Queue = asyncio.Queue()
-    hooks = WorkerHooks(claimed=lambda jobs: [claimed.put_nowait(j) for j in jobs], finished=finished.put_nowait)
-    worker = Worker(pool, registry, conninfo=dsn, limits=RateLimits(pool, {}), hooks=hooks, **options)
-    worker.claimed_queue = claimed
-    task = asyncio.create_task(worker.run())
-    try:
-        yield worker, finished
-    finally:
-        worker.stop(now=True)
-        await asyncio.wait_for(task, 10)
-        await pool.close()
-
-
-async def take(queue: asyncio.Queue, n: int, timeout: float = 10.0) -> list:
-    return [await asyncio.wait_for(queue.get(), timeout) for _ in range(n)]
-
-
-def _enqueue(dsn, kind, payload=None, **options):
-    with psycopg.connect(dsn) as conn:
-        return enqueue(conn, kind, payload or {}, **options).id
-
-
-def _job(dsn, job_id):
-    with psycopg.connect(dsn) as conn:
-        return conn.execute("SELECT state::text, attempt, snoozes, last_error FROM pgjobs.jobs WHERE id = %s",
-                            (job_id,)).fetchone()
+from pgjobs.queue import (Complete, Discard, JobSpec, RateLimits, Registry, RescuedJob, Retry, Snooze, Worker,
+                          WorkerHooks, default_registry, enqueue, enqueue_many)
+from workertools import _enqueue, _job, _worker_of, drain, running_worker, take
 
 
 async def test_burst_drains_every_job_once_and_logs_each_outcome(fresh_dsn, caplog):
@@ -64,14 +31,19 @@ async def test_burst_drains_every_job_once_and_logs_each_outcome(fresh_dsn, capl
     assert all(r.job_id == r.root_id and r.duration_ms >= 0 for r in lines)
 
 
-async def test_unknown_kind_and_bad_payload_fail_terminally_and_the_worker_goes_on(fresh_dsn):
+async def test_a_kind_the_registry_lacks_stays_queued_and_a_bad_payload_fails_terminally(fresh_dsn):
     unknown = _enqueue(fresh_dsn, "no_such_kind", max_attempts=5)
     bad = _enqueue(fresh_dsn, "noop", {"sleep_ms": "soon"}, max_attempts=5)
     good = _enqueue(fresh_dsn, "noop")
-    async with running_worker(fresh_dsn, default_registry()) as (_, finished):
-        await take(finished, 3)
-    assert _job(fresh_dsn, unknown)[:2] == ("failed", 1)
-    assert "unknown job kind 'no_such_kind'" in _job(fresh_dsn, unknown)[3]
+    async with running_worker(fresh_dsn, default_registry(), poll_interval=60) as (worker, finished):
+        await take(finished, 2)
+        await take(worker.idle_queue, 1)  # it looked, found nothing it can run, and offers hand-offs
+        drain(worker.idle_queue)
+        late = _enqueue(fresh_dsn, "no_such_kind")  # its NOTIFY wakes the worker: still nothing for it
+        await take(worker.idle_queue, 1)
+    for job_id in (unknown, late):  # never claimed nor handed over, never failed
+        assert _job(fresh_dsn, job_id) == ("queued", 0, 0, None)
+        assert _worker_of(fresh_dsn, job_id) is None
     state, attempt, _, error = _job(fresh_dsn, bad)
     assert (state, attempt) == ("failed", 1) and "invalid payload for noop: sleep_ms" in error
     assert _job(fresh_dsn, good)[:2] == ("succeeded", 1)
@@ -165,8 +137,10 @@ async def test_rescuer_requeues_an_expired_lease_and_runs_the_kinds_hook_in_its_
         conn.execute("UPDATE pgjobs.jobs SET state = 'running', attempt = 1, lease_token = gen_random_uuid(),"
                      " lease_expires_at = now() - interval '1 second', worker_id = 'dead' WHERE id = %s", (job_id,))
 
-    async def record_lost(tx, row):
-        await tx.execute("INSERT INTO lost VALUES (%s, %s)", (row["id"], row["attempt"]))
+    async def record_lost(tx, job: RescuedJob):
+        assert (job.kind, job.state, job.payload, tx.job) == ("noop", "queued", {}, job)
+        assert job.last_error == "lease expired: worker dead stopped heartbeating"
+        await tx.execute("INSERT INTO lost VALUES (%s, %s)", (job.id, job.attempt))
 
     registry = Registry()
     registry.register("noop", lambda ctx: None, on_lease_expired=record_lost)
