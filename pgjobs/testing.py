@@ -89,8 +89,9 @@ async def drain(app: App, dsn: str, *, queues: Iterable[str] | None = None, stat
         async with lifespan as handlers_state:
             worker = Worker(pool, app.registry(), conninfo=dsn, limits=limits,
                             queues=list(queues) if queues is not None else app.queues, concurrency=concurrency,
-                            burst=True, burst_waits_for_scheduled=wait_scheduled, tune_gc=False,
-                            hooks=WorkerHooks(finished=finished.append), state=handlers_state)
+                            burst=True, burst_waits_for_scheduled=wait_scheduled,
+                            hooks=WorkerHooks(finished=finished.append), state=handlers_state,
+                            app_name=app.name, on_error=app.error_hooks)
             await asyncio.wait_for(worker.run(), timeout)
     finally:
         await pool.close()

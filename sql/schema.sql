@@ -76,6 +76,17 @@ CREATE TABLE pgjobs.rate_limits (
     CONSTRAINT rate_limits_interval_ms_check CHECK ((interval_ms > (0)::double precision))
 );
 
+CREATE TABLE pgjobs.schedules (
+    app text NOT NULL,
+    name text NOT NULL,
+    cron text NOT NULL,
+    kind text NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL,
+    last_slot timestamp with time zone,
+    last_job_id bigint,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE pgjobs.waiters (
     worker_id text NOT NULL,
     queues text[] NOT NULL,
@@ -115,6 +126,7 @@ CREATE TABLE public.album (
     enriched_at timestamp with time zone,
     created_at timestamp with time zone DEFAULT now() NOT NULL,
     updated_at timestamp with time zone DEFAULT now() NOT NULL,
+    reenrich_queued_at timestamp with time zone,
     CONSTRAINT album_data_quality_check CHECK ((data_quality = ANY (ARRAY['LOW'::text, 'MEDIUM'::text, 'HIGH'::text])))
 );
 
@@ -307,6 +319,9 @@ ALTER TABLE ONLY pgjobs.queue_pauses
 ALTER TABLE ONLY pgjobs.rate_limits
     ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (name);
 
+ALTER TABLE ONLY pgjobs.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (app, name);
+
 ALTER TABLE ONLY pgjobs.waiters
     ADD CONSTRAINT waiters_pkey PRIMARY KEY (worker_id);
 
@@ -337,15 +352,17 @@ ALTER TABLE ONLY public.track
 ALTER TABLE ONLY public.track
     ADD CONSTRAINT track_pkey PRIMARY KEY (id);
 
+CREATE INDEX jobs_claim_idx ON pgjobs.jobs USING btree (queue, kind, priority, run_at, id) WHERE (state = 'queued'::pgjobs.job_state);
+
 CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
 
 CREATE INDEX jobs_lease_idx ON pgjobs.jobs USING btree (lease_expires_at) WHERE (state = 'running'::pgjobs.job_state);
 
 CREATE INDEX jobs_root_idx ON pgjobs.jobs USING btree (root_id);
 
-CREATE INDEX jobs_runnable_idx ON pgjobs.jobs USING btree (queue, priority, run_at, id) WHERE (state = 'queued'::pgjobs.job_state);
-
 CREATE INDEX album_artist_artist_idx ON public.album_artist USING btree (artist_id);
+
+CREATE INDEX album_stale_idx ON public.album USING btree (COALESCE(GREATEST(enriched_at, reenrich_queued_at), '-infinity'::timestamp with time zone), id) WHERE (musicbrainz_id IS NOT NULL);
 
 CREATE UNIQUE INDEX enrichment_log_attempt_idx ON public.enrichment_log USING btree (job_id, attempt) WHERE (job_id IS NOT NULL);
 

@@ -23,7 +23,8 @@ from pydantic import ValidationError
 from pgjobs import jsontext
 from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, ENTITIES, MAX_ATTEMPTS, PAYLOADS, PRIORITY, SOURCES, Op, Payload
 from pgjobs.enrichment.providers import Providers, ProviderError, RateLimited, count_api_calls
-from pgjobs.queue import Complete, CopyInto, Discard, Enqueued, Job, JobContext, JobTransaction, Outcome, Retry, Snooze
+from pgjobs.queue import (Complete, CopyInto, Discard, Enqueued, Job, JobContext, JobTransaction, Outcome, RescuedJob,
+                          Retry, Snooze)
 from pgjobs.enrichment.settings import EnrichmentSettings as Settings
 from pgjobs.sqlfiles import load_queries
 
@@ -184,11 +185,11 @@ def make_handler(op: Op, processor: Processor) -> Callable[[JobContext], Awaitab
 def lease_expired_hook(op: Op):
     """The rescuer's record of an attempt whose worker died: one FAILED row, same transaction."""
 
-    async def hook(tx: JobTransaction, row: dict[str, Any]) -> None:
+    async def hook(tx: JobTransaction, job: RescuedJob) -> None:
         result = Result("FAILED", "worker stopped responding (lease expired); "
-                        + ("re-queued" if row["state"] == "queued" else "no attempts left"),
-                        error_code="LEASE_EXPIRED", error_message=row.get("last_error"))
-        await write_log(tx, op, result, entity_id=_entity_id(op, row["payload"]), duration_ms=0, api_calls=0,
-                        triggered_by=_triggered_by(row["payload"]))
+                        + ("re-queued" if job.state == "queued" else "no attempts left"),
+                        error_code="LEASE_EXPIRED", error_message=job.last_error)
+        await write_log(tx, op, result, entity_id=_entity_id(op, job.payload), duration_ms=0, api_calls=0,
+                        triggered_by=_triggered_by(job.payload))
 
     return hook

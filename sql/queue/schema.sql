@@ -76,6 +76,17 @@ CREATE TABLE pgjobs.rate_limits (
     CONSTRAINT rate_limits_interval_ms_check CHECK ((interval_ms > (0)::double precision))
 );
 
+CREATE TABLE pgjobs.schedules (
+    app text NOT NULL,
+    name text NOT NULL,
+    cron text NOT NULL,
+    kind text NOT NULL,
+    since timestamp with time zone DEFAULT now() NOT NULL,
+    last_slot timestamp with time zone,
+    last_job_id bigint,
+    updated_at timestamp with time zone DEFAULT now() NOT NULL
+);
+
 CREATE TABLE pgjobs.waiters (
     worker_id text NOT NULL,
     queues text[] NOT NULL,
@@ -117,16 +128,19 @@ ALTER TABLE ONLY pgjobs.queue_pauses
 ALTER TABLE ONLY pgjobs.rate_limits
     ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (name);
 
+ALTER TABLE ONLY pgjobs.schedules
+    ADD CONSTRAINT schedules_pkey PRIMARY KEY (app, name);
+
 ALTER TABLE ONLY pgjobs.waiters
     ADD CONSTRAINT waiters_pkey PRIMARY KEY (worker_id);
 
 ALTER TABLE ONLY pgjobs.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (worker_id);
 
+CREATE INDEX jobs_claim_idx ON pgjobs.jobs USING btree (queue, kind, priority, run_at, id) WHERE (state = 'queued'::pgjobs.job_state);
+
 CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
 
 CREATE INDEX jobs_lease_idx ON pgjobs.jobs USING btree (lease_expires_at) WHERE (state = 'running'::pgjobs.job_state);
 
 CREATE INDEX jobs_root_idx ON pgjobs.jobs USING btree (root_id);
-
-CREATE INDEX jobs_runnable_idx ON pgjobs.jobs USING btree (queue, priority, run_at, id) WHERE (state = 'queued'::pgjobs.job_state);
