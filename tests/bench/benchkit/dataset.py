@@ -36,6 +36,8 @@ from typing import Callable, Iterator
 import psycopg
 from psycopg import sql
 
+from pgjobs.sqlfiles import load_queries
+
 KINDS = ("ENRICH_ALBUM", "ENRICH_ARTIST", "CACHE_ALBUM_COVER", "SPOTIFY_TRACK_FALLBACK",
          "DISCOGS_SEARCH_ARTIST", "DISCOGS_GET_ARTIST", "CACHE_ARTIST_IMAGE")
 SLOTS = len(KINDS)  # job ids: first_id + root_index * SLOTS + slot (slots a family lacks stay unused)
@@ -232,8 +234,14 @@ def measure(dsn: str, runs: int = 50, seed: int = 1) -> dict:
         picks = [conn.execute("SELECT job_id FROM enrichment_log WHERE is_root_job AND job_id >= %s "
                               "ORDER BY job_id LIMIT 1", (rng.randint(low, high),)).fetchone()[0]
                  for _ in range(runs + 3)]
-        return {"newest_20_roots": timed(conn, NEWEST_ROOTS, lambda i: {}, runs),
-                "family": timed(conn, FAMILY, lambda i: {"root": picks[i]}, runs)}
+        times = {"newest_20_roots": timed(conn, NEWEST_ROOTS, lambda i: {}, runs),
+                 "family": timed(conn, FAMILY, lambda i: {"root": picks[i]}, runs)}
+        # What `pgjobs timeline` itself runs (the views joined to the catalog), while those queries exist.
+        queries = load_queries("enrichment/queries.sql")
+        if "list_roots" in queries and "family_timeline" in queries:
+            times["cli_roots"] = timed(conn, queries["list_roots"], lambda i: {"status": None, "limit": 20}, runs)
+            times["cli_family"] = timed(conn, queries["family_timeline"], lambda i: {"root_job_id": picks[i]}, runs)
+        return times
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -245,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--days", type=float, default=30.0, help="time window the roots are spread over")
     p.add_argument("--runs", type=int, default=50, help="timed runs of each read")
+    p.add_argument("--measure-only", action="store_true", help="time the reads on an already loaded database")
     args = p.parse_args(argv)
+    if args.measure_only and args.fresh_db:
+        p.error("--measure-only reads an existing database: give it with --dsn, not --fresh-db")
     if args.roots < 1:
         p.error("--roots must be at least 1")
     say = lambda line: print(line, file=sys.stderr, flush=True)  # noqa: E731
@@ -254,10 +265,15 @@ def main(argv: list[str] | None = None) -> int:
         from pgjobs import migrations
         from pgjobs.enrichment.app import app
 
-        migrations.migrate(dsn, app.components)
-        loaded = load(dsn, args.roots, seed=args.seed, days=args.days, say=say)
-        print(f"loaded {loaded.roots:,} roots: {loaded.jobs:,} jobs, {loaded.log_rows:,} log rows "
-              f"in {loaded.seconds:.0f} s ({loaded.rows_per_second:,.0f} rows/s)")
+        if not args.measure_only:
+            migrations.migrate(dsn, app.components)
+            loaded = load(dsn, args.roots, seed=args.seed, days=args.days, say=say)
+            print(f"loaded {loaded.roots:,} roots: {loaded.jobs:,} jobs, {loaded.log_rows:,} log rows "
+                  f"in {loaded.seconds:.0f} s ({loaded.rows_per_second:,.0f} rows/s)")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            sizes = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('pgjobs.jobs')), "
+                                 "pg_size_pretty(pg_total_relation_size('enrichment_log'))").fetchone()
+        print(f"sizes (with indexes): pgjobs.jobs {sizes[0]}, enrichment_log {sizes[1]}")
         times = measure(dsn, args.runs, args.seed)
         for name, t in times.items():
             print(f"{name:<16} p50 {t['p50']:.2f} ms  p95 {t['p95']:.2f} ms  max {t['max']:.2f} ms  "
