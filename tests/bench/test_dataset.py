@@ -56,8 +56,10 @@ def test_every_job_and_log_row_keeps_the_lineage_contract(history_dsn: str) -> N
                              """) == []
         # Every entity a log row names is in the catalog.
         assert rows(conn, """SELECT l.id FROM enrichment_log l
-                             WHERE (l.entity_type = 'ALBUM' AND NOT EXISTS (SELECT FROM album a WHERE a.id = l.entity_id))
-                                OR (l.entity_type = 'ARTIST' AND NOT EXISTS (SELECT FROM artist a WHERE a.id = l.entity_id))
+                             WHERE (l.entity_type = 'ALBUM'
+                                    AND NOT EXISTS (SELECT FROM album a WHERE a.id = l.entity_id))
+                                OR (l.entity_type = 'ARTIST'
+                                    AND NOT EXISTS (SELECT FROM artist a WHERE a.id = l.entity_id))
                              """) == []
         assert rows(conn, "SELECT count(*) FROM album_artist") == [(ROOTS,)]
         # The sequence moved past the generated ids: the next enqueue cannot collide.

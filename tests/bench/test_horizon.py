@@ -13,7 +13,8 @@ N, M = 60, 300
 def test_horizon_runs_are_verified_and_reported(bench_db: str) -> None:
     lines: list[str] = []
     bench = Bench(Config(dsn=bench_db, n=N, quick=True, systems=("pgjobs",), workloads=("horizon",),
-                         reuse_db=True, reps=1, warmup=10, horizon_n=N, horizon_m=M, horizon_poll_runs=20, say=lines.append))
+                         reuse_db=True, reps=1, warmup=10, horizon_n=N, horizon_m=M, horizon_poll_runs=20,
+                         say=lines.append))
     bench.run_all()
 
     figures = {f.workload: f for f in bench.figures}

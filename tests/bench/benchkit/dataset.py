@@ -107,7 +107,8 @@ SELECT k.entity_type,
        CASE WHEN p.pattern = 3 THEN 'provider refused the request (NOT_FOUND); not retried'
             WHEN p.pattern = 2 AND a = p.attempts THEN 'provider failed (UPSTREAM_5XX); no attempts left'
             WHEN {FAILED} THEN 'provider failed (UPSTREAM_5XX); will retry with backoff' ELSE 'dataset' END,
-       CASE WHEN {FAILED} THEN '{{}}'::text[] ELSE '{{title}}' END, 'LOW', CASE WHEN {FAILED} THEN 'LOW' ELSE 'HIGH' END,
+       CASE WHEN {FAILED} THEN '{{}}'::text[] ELSE '{{title}}' END, 'LOW',
+       CASE WHEN {FAILED} THEN 'LOW' ELSE 'HIGH' END,
        p.duration_ms, 1, jsonb_build_object('dataset', true),
        CASE WHEN p.pattern = 3 THEN 'provider refused the request (HTTP 404)'
             WHEN {FAILED} THEN 'provider failed (HTTP 503)' END,
@@ -119,8 +120,8 @@ CROSS JOIN LATERAL generate_series(1, p.attempts) a
 ORDER BY p.created, p.id, a;
 
 INSERT INTO public.album (id, title, musicbrainz_id, release_date, data_quality, enriched_at, created_at, updated_at)
-SELECT {ALBUM_UUID.format('p.album')}, 'Album ' || p.album, NULL, '1970', 'HIGH', to_timestamp(p.created), to_timestamp(p.created),
-       to_timestamp(p.created)
+SELECT {ALBUM_UUID.format('p.album')}, 'Album ' || p.album, NULL, '1970', 'HIGH', to_timestamp(p.created),
+       to_timestamp(p.created), to_timestamp(p.created)
 FROM dataset_plan p WHERE p.slot = 0;
 
 INSERT INTO public.album_artist (album_id, artist_id, position)
