@@ -20,7 +20,7 @@ DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="bin/bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="N=2,000, one setting and one repetition per figure, 100 wake-ups (under two minutes)")
+                   help="N=2,000, one setting and one repetition per figure, 100 wake-ups (about three minutes)")
     p.add_argument("--n", type=int, help="jobs per run (default 20,000; 2,000 with --quick)")
     p.add_argument("--dsn", default=os.environ.get("PGJOBS_BENCH_DSN", DEFAULT_DSN),
                    help="PostgreSQL server to use (env PGJOBS_BENCH_DSN); each system gets bench_<system> on it")
