@@ -37,7 +37,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--wake-rounds", type=int,
                    help="wake-up runs per system, systems taking turns (default 3; 1 with --quick)")
     p.add_argument("--horizon-n", type=int,
-                   help="jobs per horizon drain (default N, at least 20,000; procrastinate at most 2,000)")
+                   help="jobs per horizon drain (default 100,000; 20,000 with --quick; procrastinate at most 2,000)")
     p.add_argument("--horizon-m", type=int, default=100_000,
                    help="jobs drained behind the snapshot before the idle poll is timed (issue 16's target: 1,000,000)")
     p.add_argument("--horizon-poll-runs", type=int, default=200, help="timed idle polls (default 200)")

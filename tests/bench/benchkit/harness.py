@@ -70,7 +70,7 @@ class Config:
     sweep_rounds: int = 2  # runs per knob value in a sweep, taken in turns
     procs: tuple[int, ...] = (1, 2, 4)
     db_prefix: str = "bench_"
-    horizon_n: int | None = None  # jobs per horizon drain; None: N, at least 20,000 (benchkit.horizon)
+    horizon_n: int | None = None  # jobs per horizon drain; None: 100,000, 20,000 with --quick (benchkit.horizon)
     horizon_m: int = 100_000  # jobs drained behind the snapshot before the idle poll is timed
     horizon_poll_runs: int = 200
     say: Callable[[str], None] = print
