@@ -5,15 +5,15 @@ enrichment app, and the dashboard's two reads timed on it (issue 16's history ta
     python -m benchkit.dataset --roots 100000 --fresh-db bench_history --drop   # own database, dropped after
 
 Each root is an ENRICH_ALBUM job with its descendants, as the chain makes them (pgjobs/enrichment):
-the album's ENRICH_ARTIST, CACHE_ALBUM_COVER and (30 %) SPOTIFY_TRACK_FALLBACK; the artist's
-DISCOGS_SEARCH_ARTIST, then (80 %) DISCOGS_GET_ARTIST, then (70 %) CACHE_ARTIST_IMAGE. A child exists
+the album's ENRICH_ARTIST, CACHE_ALBUM_COVER and (50 %) SPOTIFY_TRACK_FALLBACK; the artist's
+DISCOGS_SEARCH_ARTIST, then (90 %) DISCOGS_GET_ARTIST, then (80 %) CACHE_ARTIST_IMAGE. A child exists
 only when its parent succeeded (children are enqueued by the parent's completion transaction) and is
 created when its parent finished. Each job: 90 % one successful attempt, 5 % a failed attempt then a
 success, 2 % three failed attempts (failed), 3 % one refused attempt (failed, not retried); its
 `errors` history holds one entry per failed attempt. One enrichment_log row per attempt with the
 lineage contract (job_id, parent_job_id = the root's id for descendants and NULL for roots,
 is_root_job, attempt). Albums, artists (about one per three albums) and album_artist rows go in
-the catalog. Roots are spread evenly over the last `--days` days. About 4.7 descendants and 6.2
+the catalog. Roots are spread evenly over the last `--days` days. About 4.6 descendants and 6.1
 log rows per root.
 
 Deterministic: the same seed and root count give the same ids, kinds, attempts and outcomes
