@@ -67,3 +67,5 @@ def demo(ctx: typer.Context, concurrency: int = typer.Option(8, min=1)) -> None:
         print_family(root_job_id, rows)
     shown = make_conninfo(dsn, password="***") if conninfo_to_dict(dsn).get("password") else dsn
     console.print(f"\nExplore it: psql \"{shown}\" -c 'SELECT * FROM enrichment_roots'")
+    console.print(f"Or in the dashboard: PGJOBS_DSN=\"{shown}\" bin/pgjobs dashboard  (http://localhost:8080/roots)",
+                  soft_wrap=True)
