@@ -55,4 +55,5 @@ def dashboard(
     app = create_app(dsn, app=state.app, read_only=read_only, credentials=credentials)
     shown = "localhost" if is_loopback(host) else host
     console.print(f"pgjobs dashboard on http://{shown}:{port}/" + (" (read-only)" if read_only else ""))
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    # Open pages hold an event stream each: on Ctrl-C, give them a second, then close them.
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, timeout_graceful_shutdown=1)

@@ -21,6 +21,7 @@ WATERMARK = """SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigin
 FROM pg_stat_user_tables WHERE (schemaname, relname) IN (('pgjobs', 'jobs'), ('public', 'enrichment_log'))"""
 DEBOUNCE = 0.5  # seconds: a burst of changes is one event
 KEEPALIVE = 15.0
+LIFETIME = 300.0  # seconds: a stream then ends and the browser reconnects (so none outlives a shutdown long)
 
 
 class Live:
@@ -59,10 +60,12 @@ class Live:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._listen())
 
-    async def changes(self) -> AsyncIterator[int | None]:
-        """Yield the version after each (debounced) change, None as a keepalive."""
+    async def changes(self, since: int | None = None) -> AsyncIterator[int | None]:
+        """Yield the version after each (debounced) change, None as a keepalive. `since`: the version
+        the page was rendered at (pages start the listener), so a change between the render and the
+        stream's connection is not missed."""
         self.start()
-        seen = self.version
+        seen = self.version if since is None else since
         while True:
             changed = self._changed
             if self.version == seen:
@@ -90,8 +93,10 @@ async def events(request: Request) -> StreamingResponse:
         yield "retry: 3000\n\n"
         if live is None:
             return
-        async for version in live.changes():
-            if await request.is_disconnected():
+        ends = asyncio.get_running_loop().time() + LIFETIME
+        since = request.query_params.get("since", "")
+        async for version in live.changes(int(since) if since.isdigit() else None):
+            if await request.is_disconnected() or asyncio.get_running_loop().time() > ends:
                 return
             yield ": keepalive\n\n" if version is None else f"event: change\ndata: {version}\n\n"
 

@@ -168,9 +168,12 @@ def url(request: Request, path: str, **query: Any) -> str:
 def _context(request: Request, context: dict[str, Any]) -> dict[str, Any]:
     rt = runtime(request)
     live = rt.live is not None and request.query_params.get("live") != "0"
+    if live:
+        rt.live.start()
     return context | dict(request=request, nav=rt.nav, read_only=rt.read_only, live=live,
+                          live_version=rt.live.version if live else 0,
                           user=request.scope.get("pgjobs_user"),
-                          root=request.scope.get("root_path", "").rstrip("/"),
+                          prefix=request.scope.get("root_path", "").rstrip("/"),
                           url=lambda path, **q: url(request, path, **q),
                           here=lambda **q: url(request, request.url.path[len(request.scope.get("root_path", "")):],
                                                **(dict(request.query_params) | q)))

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-LABEL_W, PLOT_W, LANE_H, TOP = 250, 760, 22, 26
+LABEL_W, PLOT_W, LANE_H, TOP = 290, 840, 22, 26
 MIN_W = 2.5  # px: an attempt of a few ms must stay clickable
 
 
@@ -81,7 +81,8 @@ def layout(lane_ids: list[int], jobs: dict[int, dict], logs: dict[int, list[dict
             start = end - timedelta(milliseconds=row["duration_ms"] or 0)
             if prev is not None and start > prev:
                 what = "queued" if not logged else "waiting to retry"
-                lane.segments.append(bar("queued", prev, start, "queued", f"{what}: {(start - prev).total_seconds():.2f} s"))
+                gap = bar("queued", prev, start, "queued", f"{what}: {(start - prev).total_seconds():.2f} s")
+                lane.segments.append(gap)
             status = (row["status"] or "").lower()
             lane.segments.append(bar("run", start, end, f"seg st-{status}" + (" selected" if row["id"] == selected else ""),
                                      f"attempt {row['attempt']}: {row['status']} in {row['duration_ms']} ms", row["id"]))

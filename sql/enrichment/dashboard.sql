@@ -32,7 +32,7 @@ WHERE r.root_job_id = %(root)s;
 -- A root's children as the expanded row shows them: each child job's latest audit row (children
 -- carry the root's id as parent_job_id), then children not yet logged (queued or running).
 SELECT * FROM (
-    SELECT c.job_id, c.operation, c.entity_type, c.status, c.attempt, c.duration_ms, c.created_at,
+    SELECT c.job_id, c.operation, c.entity_type, c.status, c.attempt, c.duration_ms, c.api_call_count, c.created_at,
            c.error_message, j.state::text AS job_state, coalesce(j.kind, c.operation) AS kind,
            coalesce(al.title, ar.name, tr.title) AS entity_label
     FROM (SELECT DISTINCT ON (l.job_id) l.*
@@ -44,7 +44,7 @@ SELECT * FROM (
     LEFT JOIN public.artist ar ON c.entity_type = 'ARTIST' AND ar.id = c.entity_id
     LEFT JOIN public.track tr ON c.entity_type = 'TRACK' AND tr.id = c.entity_id
     UNION ALL
-    SELECT j.id, NULL, NULL, NULL, j.attempt, NULL, j.created_at, j.last_error, j.state::text, j.kind, NULL
+    SELECT j.id, NULL, NULL, NULL, j.attempt, NULL, NULL, j.created_at, j.last_error, j.state::text, j.kind, NULL
     FROM pgjobs.jobs j
     WHERE j.root_id = %(root)s AND j.id <> %(root)s
       AND NOT EXISTS (SELECT FROM public.enrichment_log l WHERE l.job_id = j.id)
