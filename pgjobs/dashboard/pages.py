@@ -23,6 +23,8 @@ STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
 COUNT_CAP = 100_000
 PAGE = 50
+BULK_CAP = 1000  # jobs one "retry/cancel all matching" may touch
+BULK_STATES = {"retry": ("failed", "cancelled", "succeeded"), "cancel": ("queued", "running")}
 
 
 class BadFilter(ValueError):
@@ -142,8 +144,52 @@ async def jobs(request: Request) -> Response:
         rows = rows[:PAGE]
         query = dict(request.query_params) | {"before": rows[-1]["id"]}
         next_url = url(request, "/jobs", **query)
+    bulk = None  # the preview: how many jobs "all matching" means, for the state filtered on
+    action = next((a for a, states in BULK_STATES.items() if filters["state"] in states), None)
+    if action and not runtime(request).read_only:
+        matching = await matching_ids(request, filters, since, until)
+        bulk = {"action": action, "count": len(matching), "capped": len(matching) >= BULK_CAP}
     return render(request, "jobs.html", rows=rows, window=name, windows=WINDOWS, states=STATES,
-                  q=request.query_params, next_url=next_url, error=None)
+                  q=request.query_params, next_url=next_url, error=None, bulk=bulk, cap=BULK_CAP)
+
+
+async def matching_ids(request: Request, filters: dict[str, Any], since: datetime, until: datetime) -> list[int]:
+    rows = await fetch(request, Q["jobs"], {**filters, "since": since, "until": until, "before": None,
+                                            "limit": BULK_CAP})
+    return [r["id"] for r in rows]
+
+
+async def bulk(request: Request) -> Response:
+    """POST /jobs/all/retry|cancel with the list's filters: the same operation on every matching job
+    (at most BULK_CAP, newest first), in one transaction."""
+    from pgjobs.queue import admin
+
+    action = request.path_params["action"]
+    _, since, until = window(request)
+    try:
+        filters = job_filters(request)
+    except BadFilter as exc:
+        return render(request, "missing.html", status_code=400, what=str(exc))
+    if action not in BULK_STATES or filters["state"] not in BULK_STATES[action]:
+        return render(request, "missing.html", status_code=400,
+                      what=f"{action} on all matching needs a state filter of {', '.join(BULK_STATES.get(action, ()))}")
+    ids = await matching_ids(request, filters, since, until)
+    actor = who(request)
+
+    def run() -> int:
+        done = 0
+        with psycopg.connect(runtime(request).dsn) as conn:
+            for job_id in ids:
+                if action == "retry":
+                    admin.retry(conn, job_id)
+                    done += 1
+                else:
+                    done += len(admin.cancel(conn, job_id, reason=f"cancelled by {actor} (all matching)"))
+        return done
+
+    done = await asyncio.to_thread(run)
+    query = {k: v for k, v in request.query_params.items() if k != "before"}
+    return RedirectResponse(url(request, "/jobs", **(query | {"done": f"{action}: {done} job(s)"})), status_code=303)
 
 
 async def job(request: Request) -> Response:
@@ -225,4 +271,5 @@ def install(dash: Dashboard) -> None:
     dash.page("/jobs", jobs, name="jobs", nav="Jobs")
     dash.page("/jobs/{job_id:int}", job, name="job")
     dash.page("/jobs/{job_id:int}/{action}", act, name="job_action", methods=("POST",))
+    dash.page("/jobs/all/{action}", bulk, name="jobs_bulk", methods=("POST",))
     dash.page("/jump", jump, name="jump")

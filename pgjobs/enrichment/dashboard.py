@@ -122,9 +122,11 @@ async def family(request: Request) -> Response:
         picked = None
         if selected is not None:
             picked = next((r for r in log_rows if r["id"] == selected), None)
-            if picked is None:
+            if picked is None:  # a row of a lane not shown (past the lane cap), if of this family
                 await cur.execute(Q["log_row"], {"id": selected})
                 picked = await cur.fetchone()
+                if picked is not None and picked["root_job_id"] != root_id:
+                    picked = None
     if root is None and not lane_ids:
         return render(request, "missing.html", status_code=404, what=f"root {root_id}")
     logs: dict[int, list[dict]] = {}

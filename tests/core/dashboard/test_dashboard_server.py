@@ -96,7 +96,8 @@ def test_read_only_refuses_every_mutating_route(fresh_dsn):
     with serve(fresh_dsn, app=builtin_app(), read_only=True) as base:
         page = get(base + f"/jobs/{failed}")
         assert page.status == 200 and 'id="retry"' not in page.text and "read-only" in page.text
-        for path in (f"/jobs/{failed}/retry", f"/jobs/{queued}/cancel", "/jobs/1/anything", "/overview", "/roots"):
+        for path in (f"/jobs/{failed}/retry", f"/jobs/{queued}/cancel", "/jobs/all/retry?state=failed",
+                     "/jobs/all/cancel?state=queued", "/jobs/1/anything", "/overview", "/roots"):
             refused = post(base + path, origin=base)
             assert refused.status == 403, path
             assert "read-only" in refused.text
@@ -184,3 +185,16 @@ def test_events_stream_says_change_when_a_job_is_enqueued(fresh_dsn, site):
         lines = []
         while not any(line.startswith(b"event: change") for line in lines):
             lines.append(stream.readline())
+
+
+def test_retry_all_matching_previews_the_count_then_retries_them(fresh_dsn, site):
+    with psycopg.connect(fresh_dsn) as conn:
+        failed = [insert_failed(conn, {"batch": "a"}) for _ in range(4)] + [insert_failed(conn, {"batch": "b"})]
+    page = get(site + "/jobs?state=failed&payload=batch:a").text
+    assert "Retry all 4 matching jobs" in page
+    done = post(site + "/jobs/all/retry?state=failed&payload=batch:a", origin=site)
+    assert done.status == 303 and "done=retry" in done.headers["location"]
+    with psycopg.connect(fresh_dsn) as conn:
+        states = dict(conn.execute("SELECT id, state::text FROM pgjobs.jobs").fetchall())
+    assert [states[j] for j in failed] == ["queued"] * 4 + ["failed"]
+    assert post(site + "/jobs/all/retry?payload=batch:b", origin=site).status == 400  # no state: refused

@@ -134,3 +134,10 @@ def test_a_family_of_600_jobs_shows_200_lanes_and_a_show_more_link(fresh_dsn, bu
     more = re.search(r'href="([^"]+)" id="more-lanes"', page).group(1).replace("&amp;", "&")
     assert page.count("show more lanes") == 1
     assert get(built_site + more).text.count('<g class="lane"') == 400
+
+
+def test_a_segment_of_another_family_is_not_shown(fresh_dsn, built_site):
+    with psycopg.connect(fresh_dsn) as conn:
+        one, other = build_family(conn), build_family(conn)
+    page = get(built_site + f"/roots/{one['root']}?seg={other['rows']['failed']}").text
+    assert "Click an attempt" in page and f"Audit row {other['rows']['failed']}" not in page
