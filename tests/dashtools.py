@@ -32,8 +32,14 @@ def free_port() -> int:
 def serve(dsn: str, *, app: Any = None, read_only: bool = False, credentials: Credentials | None = None,
           statement_timeout_ms: int = 2000) -> Iterator[str]:
     """Serve the dashboard; yields its base URL. Stops the server (and its pool) on the way out."""
-    asgi = create_app(dsn, app=app, read_only=read_only, credentials=credentials,
-                      statement_timeout_ms=statement_timeout_ms)
+    with serve_asgi(create_app(dsn, app=app, read_only=read_only, credentials=credentials,
+                               statement_timeout_ms=statement_timeout_ms)) as base:
+        yield base
+
+
+@contextmanager
+def serve_asgi(asgi: Any) -> Iterator[str]:
+    """Serve any ASGI app with uvicorn on a free loopback port, in a thread; yields its base URL."""
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=port, log_level="warning",
                                           lifespan="on", timeout_graceful_shutdown=1))

@@ -198,3 +198,21 @@ def test_retry_all_matching_previews_the_count_then_retries_them(fresh_dsn, site
         states = dict(conn.execute("SELECT id, state::text FROM pgjobs.jobs").fetchall())
     assert [states[j] for j in failed] == ["queued"] * 4 + ["failed"]
     assert post(site + "/jobs/all/retry?payload=batch:b", origin=site).status == 400  # no state: refused
+
+
+def test_mounted_in_a_users_asgi_app(fresh_dsn):
+    from starlette.applications import Starlette
+    from starlette.routing import Mount
+
+    from dashtools import serve_asgi
+    from pgjobs.dashboard import create_app
+
+    with psycopg.connect(fresh_dsn) as conn:
+        job = enqueue(conn, "noop", {}).id
+    outer = Starlette(routes=[Mount("/ops/queue", app=create_app(fresh_dsn, app=builtin_app()))])
+    with serve_asgi(outer) as base:
+        page = get(base + "/ops/queue/jobs")  # no lifespan reached it: the pool opens on first use
+        assert page.status == 200
+        assert f'href="/ops/queue/jobs/{job}"' in page.text and 'href="/ops/queue/static/dashboard.css"' in page.text
+        assert get(base + "/ops/queue/static/dashboard.css").status == 200
+        assert get(base + f"/ops/queue/jump?q={job}").headers["location"] == f"/ops/queue/jobs/{job}"
