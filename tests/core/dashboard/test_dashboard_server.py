@@ -216,3 +216,14 @@ def test_mounted_in_a_users_asgi_app(fresh_dsn):
         assert f'href="/ops/queue/jobs/{job}"' in page.text and 'href="/ops/queue/static/dashboard.css"' in page.text
         assert get(base + "/ops/queue/static/dashboard.css").status == 200
         assert get(base + f"/ops/queue/jump?q={job}").headers["location"] == f"/ops/queue/jobs/{job}"
+
+
+def test_the_dsn_password_is_never_rendered(fresh_dsn):
+    dsn = fresh_dsn + " password=hunter2-not-shown"  # the test server trusts loopback: ignored there
+    with psycopg.connect(dsn) as conn:
+        job = insert_failed(conn)
+    with serve(dsn, app=builtin_app()) as base:
+        for path in ("/overview", "/jobs", f"/jobs/{job}", "/jobs/999999", "/jobs?id=x", "/jump?q=nothing"):
+            page = get(base + path)
+            assert page.status in (200, 400, 404)
+            assert "hunter2" not in page.text and "password" not in page.text.lower(), path

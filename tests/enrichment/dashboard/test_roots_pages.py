@@ -141,3 +141,20 @@ def test_a_segment_of_another_family_is_not_shown(fresh_dsn, built_site):
         one, other = build_family(conn), build_family(conn)
     page = get(built_site + f"/roots/{one['root']}?seg={other['rows']['failed']}").text
     assert "Click an attempt" in page and f"Audit row {other['rows']['failed']}" not in page
+
+
+def test_a_family_still_running_listens_and_one_all_final_does_not(fresh_dsn, built_site):
+    with psycopg.connect(fresh_dsn) as conn:
+        family = build_family(conn)
+        conn.execute("""UPDATE pgjobs.jobs SET state = 'running', finished_at = NULL, lease_token = gen_random_uuid(),
+                        lease_expires_at = now() + interval '30 s', attempted_at = now() - interval '1 s'
+                        WHERE id = %s""", (family["children"][1],))
+    running = get(built_site + f"/roots/{family['root']}").text
+    assert "still running" in running and "sse-connect=" in running
+    assert re.search(r'id="wf" hx-get="[^"]+" hx-select="#wf" hx-swap="outerHTML" hx-trigger="sse:change', running)
+    assert "seg st-running" in running  # the running attempt reaches to now
+    with psycopg.connect(fresh_dsn) as conn:
+        conn.execute("""UPDATE pgjobs.jobs SET state = 'succeeded', finished_at = now(), lease_token = NULL,
+                        lease_expires_at = NULL WHERE id = %s""", (family["children"][1],))
+    final = get(built_site + f"/roots/{family['root']}").text
+    assert "still running" not in final and "sse-connect=" not in final and 'hx-trigger="sse:change' not in final
