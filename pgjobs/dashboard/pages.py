@@ -87,13 +87,13 @@ async def overview(request: Request) -> Response:
         oldest = await cur.fetchall()
         await cur.execute(Q["running"], {"limit": 20})
         running = await cur.fetchall()
-        await cur.execute(Q["throughput"], {"since": hour_since, "bucket": "1 minute"})
-        hour = bars(await cur.fetchall(), hour_since, timedelta(minutes=1), 60)
-        await cur.execute(Q["throughput"], {"since": day_since, "bucket": "1 hour"})
-        day = bars(await cur.fetchall(), day_since, timedelta(hours=1), 24)
+        await cur.execute(Q["throughput"], {"since": day_since, "bucket": "1 minute"})  # one scan for both
+        minutes = await cur.fetchall()
+        hour = bars(minutes, hour_since, timedelta(minutes=1), 60)
+        day = bars(minutes, day_since, timedelta(hours=1), 24)
         await cur.execute(Q["limiters"])
         limiters = await cur.fetchall()
-    sampled = capped[0]["sampled"] if capped else 0
+    sampled = sum(row["n"] for row in capped)
     counts: dict[str, dict[str, int]] = {}
     for row in capped:
         if row["state"] not in ("queued", "running"):

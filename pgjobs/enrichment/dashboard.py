@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
+from uuid import UUID
 
 from markupsafe import Markup
 from starlette.requests import Request
@@ -31,6 +32,7 @@ PAGE = 50
 CHILDREN = 100
 LANES, MAX_LANES = 200, 5000
 EXPORT_CAP = 20_000
+ENTITY_CAP = 10_000  # root jobs an entity filter considers
 
 
 def root_filters(request: Request) -> dict[str, Any]:
@@ -47,6 +49,13 @@ def root_filters(request: Request) -> dict[str, Any]:
             raise BadFilter("bad cursor: follow the page's own 'older' link") from None
     return {"status": status, "operation": q.get("operation") or None, "entity": (q.get("entity") or "").strip() or None,
             "failures": q.get("failures") == "1", "before_at": before_at, "before_id": before_id}
+
+
+def as_uuid(text: str) -> UUID | None:
+    try:
+        return UUID(text)
+    except ValueError:
+        return None
 
 
 def opener(request: Request, query: dict[str, str]):
@@ -66,6 +75,11 @@ async def roots(request: Request) -> Response:
     except BadFilter as exc:
         return render(request, "roots.html", status_code=400, **(context | {"error": str(exc)}))
     async with reading(request) as cur:
+        filters["entity_roots"] = None
+        if filters["entity"]:
+            await cur.execute(Q["entity_roots"], {"entity": filters["entity"], "entity_id": as_uuid(filters["entity"]),
+                                                  "since": since, "until": until, "cap": ENTITY_CAP})
+            filters["entity_roots"] = [r["job_id"] for r in await cur.fetchall()]
         await cur.execute(Q["roots"], filters | {"since": since, "until": until, "limit": PAGE + 1})
         rows = await cur.fetchall()
         if len(rows) > PAGE:

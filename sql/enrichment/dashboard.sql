@@ -14,11 +14,24 @@ WHERE r.first_activity_at >= %(since)s AND r.first_activity_at < %(until)s
        OR (r.first_activity_at, r.root_job_id) < (%(before_at)s::timestamptz, %(before_id)s::bigint))
   AND (%(status)s::text IS NULL OR r.latest_status = %(status)s)
   AND (%(operation)s::text IS NULL OR r.operation = %(operation)s)
-  AND (%(entity)s::text IS NULL OR r.entity_id::text = %(entity)s
-       OR strpos(lower(coalesce(al.title, ar.name, tr.title, '')), lower(%(entity)s)) > 0)
+  AND (%(entity_roots)s::bigint[] IS NULL OR r.root_job_id = ANY(%(entity_roots)s::bigint[]))
   AND (NOT %(failures)s OR r.latest_status = 'FAILED' OR r.descendants_failed > 0)
 ORDER BY r.first_activity_at DESC, r.root_job_id DESC
 LIMIT %(limit)s;
+
+-- name: entity_roots
+-- The roots filter on an entity: the root jobs (started in the window) whose entity's title or
+-- name contains %(entity)s, or whose entity id it is, through enrichment_log_entity_idx; the roots
+-- query then reads only those families.
+SELECT DISTINCT l.job_id
+FROM (SELECT 'ALBUM' AS entity_type, id FROM public.album WHERE strpos(lower(title), lower(%(entity)s)) > 0
+      UNION ALL SELECT 'ARTIST', id FROM public.artist WHERE strpos(lower(name), lower(%(entity)s)) > 0
+      UNION ALL SELECT 'TRACK', id FROM public.track WHERE strpos(lower(title), lower(%(entity)s)) > 0
+      UNION ALL SELECT t, %(entity_id)s::uuid FROM unnest(ARRAY['ALBUM', 'ARTIST', 'TRACK']) t
+                WHERE %(entity_id)s::uuid IS NOT NULL) e
+JOIN public.enrichment_log l ON l.entity_type = e.entity_type AND l.entity_id = e.id
+WHERE l.is_root_job AND l.created_at >= %(since)s AND l.created_at < %(until)s
+LIMIT %(cap)s;
 
 -- name: root
 SELECT r.*, coalesce(al.title, ar.name, tr.title) AS entity_label
