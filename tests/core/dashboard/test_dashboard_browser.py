@@ -26,10 +26,15 @@ def site(fresh_dsn):
 
 @pytest.fixture
 def page(browser):
-    """Requested after the site: it closes (and its event stream with it) before the server stops."""
+    """Requested after the site: it closes (and its event stream with it) before the server stops.
+    Its console must stay free of errors (a Content-Security-Policy violation is one)."""
     context = browser.new_context(viewport={"width": 1300, "height": 900})
-    yield context.new_page()
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
+    yield page
     context.close()
+    assert errors == [], f"browser console errors: {errors}"
 
 
 def failed_job(dsn: str) -> int:

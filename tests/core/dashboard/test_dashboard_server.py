@@ -227,3 +227,24 @@ def test_the_dsn_password_is_never_rendered(fresh_dsn):
             page = get(base + path)
             assert page.status in (200, 400, 404)
             assert "hunter2" not in page.text and "password" not in page.text.lower(), path
+
+
+def test_the_read_only_gate_covers_every_route_that_is_not_get(fresh_dsn):
+    from starlette.routing import Route
+
+    from pgjobs.dashboard import create_app
+
+    gate = create_app(fresh_dsn, app=builtin_app(), read_only=True)
+    mutating = [r for r in gate.app.routes if isinstance(r, Route) and set(r.methods or ()) - {"GET", "HEAD"}]
+    assert {r.name for r in mutating} == {"job_action", "jobs_bulk"}  # a new one must be listed here
+    with psycopg.connect(fresh_dsn) as conn:
+        job = insert_failed(conn)
+    with serve(fresh_dsn, app=builtin_app(), read_only=True) as base:
+        for route in mutating:
+            path = route.path.replace("{job_id:int}", str(job)).replace("{action}", "retry")
+            for method in sorted(set(route.methods) - {"GET", "HEAD"}):
+                from dashtools import request
+                assert request(base + path + "?state=failed", method=method, data=b"",
+                               headers={"origin": base}).status == 403, (method, path)
+    with psycopg.connect(fresh_dsn) as conn:
+        assert conn.execute("SELECT state::text FROM pgjobs.jobs").fetchone()[0] == "failed"
