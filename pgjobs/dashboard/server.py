@@ -18,6 +18,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
+from urllib.parse import urlencode, urlsplit
 
 import psycopg
 from markupsafe import Markup
@@ -159,7 +160,6 @@ async def fetch(request: Request, query: str, params: dict[str, Any] | None = No
 
 def url(request: Request, path: str, **query: Any) -> str:
     """`path` under the dashboard's mount point, with the non-empty `query` parameters."""
-    from urllib.parse import urlencode
     base = request.scope.get("root_path", "").rstrip("/") + path
     params = {k: v for k, v in query.items() if v not in (None, "", False)}
     return base + ("?" + urlencode(params) if params else "")
@@ -248,7 +248,6 @@ def same_origin(request: Request) -> bool:
     origin = request.headers.get("origin") or request.headers.get("referer")
     if origin is None:
         return True
-    from urllib.parse import urlsplit
     parts = urlsplit(origin)
     return f"{parts.scheme}://{parts.netloc}" == f"{request.url.scheme}://{request.url.netloc}"
 
