@@ -1,6 +1,30 @@
-"""`pgjobs dashboard` from the real CLI: a non-loopback bind needs credentials."""
+"""`pgjobs dashboard` from the real CLI: it serves the pages, --read-only refuses actions, and a
+non-loopback bind needs credentials."""
 
-from clitools import cli, make_cli, procs  # noqa: F401  (fixtures)
+import signal
+import urllib.error
+
+from clitools import cli, make_cli, procs, wait_for  # noqa: F401  (fixtures)
+from dashtools import free_port, get, post
+
+
+def reachable(url: str):
+    try:
+        return get(url)
+    except (urllib.error.URLError, ConnectionError):
+        return None
+
+
+def test_serves_the_pages_and_read_only_refuses_actions(cli, wait_for):
+    port = free_port()
+    proc = cli.start("dashboard", "--port", str(port), "--read-only")
+    base = f"http://127.0.0.1:{port}"
+    page = wait_for(lambda: reachable(base + "/overview"), 30, "the dashboard to answer")
+    assert page.status == 200 and "Jobs by queue and state" in page.text and "read-only" in page.text
+    assert post(base + "/jobs/1/cancel", origin=base).status == 403
+    proc.signal(signal.SIGINT)
+    assert proc.wait(15) == 0
+    assert f"pgjobs dashboard on http://localhost:{port}/ (read-only)" in proc.stdout
 
 
 def test_refuses_a_public_bind_without_credentials(cli):
