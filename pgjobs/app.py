@@ -3,7 +3,8 @@
 An `App` holds job kinds (`@app.task`), each with its defaults (queue, priority, attempts, backoff,
 timeout) and a payload model taken from the handler's type hints; its migrations (a component of
 the ledger); its rate limits; its periodic jobs (`@app.periodic`); resources its handlers share
-(`@app.lifespan`); an `on_error` hook; and CLI commands. A worker runs exactly the kinds of its app,
+(`@app.lifespan`); an `on_error` hook; CLI commands; and pages for `pgjobs dashboard`
+(`app.add_dashboard`: every app gets the queue's pages, an app may add its own). A worker runs exactly the kinds of its app,
 so a kind it does not know waits, queued, for a worker that does. The enrichment chain is an app
 declared with nothing but this module.
 
@@ -205,6 +206,7 @@ class App:
         self.commands: list[tuple[str, Callable[..., Any]]] = []  # top-level CLI commands
         self.enqueue_commands: list[tuple[str, Callable[..., Any]]] = []  # `pgjobs enqueue NAME`
         self.command_groups: list[tuple[str, Any]] = []  # (name, typer.Typer)
+        self.dashboard_extensions: list[str | Callable[[Any], None]] = []  # see add_dashboard
         self._lifespans: list[Lifespan] = []
         self.error_hooks: list[ErrorHook] = []
         self.included: list[App] = []
@@ -280,6 +282,15 @@ class App:
     def add_command_group(self, name: str, group: Any) -> None:
         self.command_groups.append((name, group))
 
+    def add_dashboard(self, setup: str | Callable[[Any], None]) -> None:
+        """Contribute pages to `pgjobs dashboard`. `setup(dashboard)` is called once when the dashboard
+        is built, with a `pgjobs.dashboard.Dashboard` to add routes, nav entries, templates and jump
+        resolvers to (see docs/dashboard.md). Give it as "module:function" to import it only then, so
+        an app declares pages without needing the `dashboard` extra."""
+        if isinstance(setup, str) and setup.count(":") != 1:
+            raise ConfigError(f"add_dashboard({setup!r}): expected module:function")
+        self.dashboard_extensions.append(setup)
+
     def include(self, other: "App") -> None:
         """Serve another app's kinds too (its migrations, limits and schedules come along)."""
         for task in other.tasks.values():
@@ -289,6 +300,8 @@ class App:
                 raise ConfigError(f"a periodic job named {schedule.name!r} is already declared")
             self.periodics[schedule.name] = schedule
         self.rate_limits = other.rate_limits | self.rate_limits
+        self.dashboard_extensions = [e for e in other.dashboard_extensions
+                                     if e not in self.dashboard_extensions] + self.dashboard_extensions
         self.included.append(other)
 
     def _add_task(self, task: Task) -> None:

@@ -15,7 +15,7 @@ import typer
 from pydantic import ValidationError
 
 from pgjobs.app import App, builtin_app, load_app
-from pgjobs.cli import db, enqueue, jobs, queues, schedules, worker
+from pgjobs.cli import dashboard, db, enqueue, jobs, queues, schedules, worker
 from pgjobs.cli.common import EXPECTED_ERRORS, Cli, UsageFailure, invoke, report
 from pgjobs.settings import Settings
 
@@ -55,6 +55,7 @@ def build(app: App) -> typer.Typer:
     root.command()(queues.workers)
     root.command()(jobs.prune)
     root.command()(schedules.schedules)
+    root.command()(dashboard.dashboard)
     for name, fn in app.commands:
         root.command(name)(fn)
     for name, group in app.command_groups:

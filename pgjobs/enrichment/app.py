@@ -41,6 +41,7 @@ def make_app(settings: EnrichmentSettings | None = None) -> App:
     and the re-enrichment schedule — the demo passes the sandbox's."""
     config = settings or load_settings()
     app = App("enrichment", migrations=sql_dir() / "enrichment" / "migrations", rate_limits=RATE_LIMITS)
+    app.add_dashboard("pgjobs.enrichment.dashboard:install")  # its pages, imported only by the dashboard
 
     @app.lifespan
     async def providers(worker: WorkerResources) -> AsyncIterator[Env]:

