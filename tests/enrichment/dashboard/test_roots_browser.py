@@ -4,6 +4,8 @@ screenshots the README and docs/dashboard.md show (docs/images/)."""
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import psycopg
@@ -15,7 +17,10 @@ from dashtools import chromium, serve
 from pgjobs.enrichment.app import make_app
 from pgjobs.enrichment.settings import EnrichmentSettings
 
-IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
+# The README's pictures: written to docs/images/ when PGJOBS_SCREENSHOTS=1 (a run refreshes them on
+# purpose), else to a temporary folder, so an ordinary test run leaves the work tree as it was.
+IMAGES = (Path(__file__).resolve().parents[3] / "docs" / "images" if os.environ.get("PGJOBS_SCREENSHOTS") == "1"
+          else Path(tempfile.gettempdir()) / "pgjobs-screenshots")
 
 
 @pytest.fixture(scope="module")
