@@ -7,12 +7,10 @@ from __future__ import annotations
 import json
 
 import psycopg
-import pytest
 
 from benchkit import report, verify
 from benchkit.envs import floor_runtime, pgjobs_runtime
-from benchkit.harness import Bench, Config, Figure
-from benchkit.schema import prepare, with_dbname
+from benchkit.harness import WORKLOADS, Bench, Config, Figure
 
 N = 50
 
@@ -20,17 +18,9 @@ N = 50
 def config(dsn: str, **overrides) -> Config:
     lines: list[str] = []
     base = dict(dsn=dsn, n=N, quick=True, systems=("pgjobs", "pg-floor"), reuse_db=True, reps=1, warmup=10,
+                workloads=tuple(w for w in WORKLOADS if w != "horizon"),  # test_horizon.py runs that one
                 wake_samples=10, wake_warmup=2, wake_rounds=1, procs=(1, 2), say=lines.append)
     return Config(**(base | overrides))
-
-
-@pytest.fixture
-def bench_db(fresh_dsn: str) -> str:
-    """The suite's fresh migrated database, as the URL the harness hands its drivers."""
-    assert fresh_dsn, "the test suite gave no database DSN (set PGJOBS_TEST_DSN or see tests/conftest.py)"
-    url = with_dbname(fresh_dsn, psycopg.conninfo.conninfo_to_dict(fresh_dsn)["dbname"])
-    prepare(url)
-    return url
 
 
 def test_every_pgjobs_run_is_verified_exactly_once(bench_db: str, tmp_path) -> None:

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from benchkit import report
+from benchkit import horizon, report
 from benchkit.envs import ROOT
 from benchkit.harness import SYSTEMS, WORKLOADS, Bench, Config
 
@@ -20,7 +20,7 @@ DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     p = argparse.ArgumentParser(prog="bin/bench", description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true",
-                   help="N=2,000, one setting and one repetition per figure, 100 wake-ups (under two minutes)")
+                   help="N=2,000, one setting and one repetition per figure, 100 wake-ups (about three minutes)")
     p.add_argument("--n", type=int, help="jobs per run (default 20,000; 2,000 with --quick)")
     p.add_argument("--dsn", default=os.environ.get("PGJOBS_BENCH_DSN", DEFAULT_DSN),
                    help="PostgreSQL server to use (env PGJOBS_BENCH_DSN); each system gets bench_<system> on it")
@@ -36,6 +36,11 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--wake-samples", type=int, help="measured wake-ups per run (default 200; 100 with --quick)")
     p.add_argument("--wake-rounds", type=int,
                    help="wake-up runs per system, systems taking turns (default 3; 1 with --quick)")
+    p.add_argument("--horizon-n", type=int,
+                   help="jobs per horizon drain (default 100,000; 20,000 with --quick; procrastinate at most 2,000)")
+    p.add_argument("--horizon-m", type=int, default=100_000,
+                   help="jobs drained behind the snapshot before the idle poll is timed (issue 16's target: 1,000,000)")
+    p.add_argument("--horizon-poll-runs", type=int, default=200, help="timed idle polls (default 200)")
     p.add_argument("--require-targets", action="store_true", help="exit 2 when a target FAILs")
     args = p.parse_args(argv)
     systems = tuple(s for s in args.systems.split(",") if s)
@@ -49,6 +54,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
                     reps=args.reps or (1 if args.quick else 3),
                     wake_samples=args.wake_samples or (100 if args.quick else 200),
                     wake_rounds=args.wake_rounds or (1 if args.quick else 3),
+                    horizon_n=args.horizon_n, horizon_m=args.horizon_m, horizon_poll_runs=args.horizon_poll_runs,
                     say=lambda line: print(line, file=sys.stderr, flush=True))
     return config, args
 
@@ -58,7 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(config)
     bench.run_all()
     env = report.environment(bench)
-    targets = [t.evaluate(bench) for t in report.TARGETS]
+    extra = horizon.TARGETS if "horizon" in config.workloads else ()
+    targets = [t.evaluate(bench) for t in (*report.TARGETS, *extra)]
     print()
     print(report.header(env))
     print()
@@ -74,6 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     if busiest > 1.0:
         print(f"\nnote: the machine was busy (1-min load average up to {busiest:.1f} on {os.cpu_count()} cores "
               "when runs started): other processes compete for the CPU, so treat figures as noisy")
+    if "horizon" in config.workloads:
+        print("\n" + "\n".join(horizon.summary(bench)))
     print()
     print(report.targets_table(targets))
     context = report.wake_context(bench)

@@ -47,7 +47,7 @@ KNOBS = {
 SWEEP_CAP = {"procrastinate": 5000}
 SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "bullmq", "bullmq-aof", "pg-floor", "pgbench")
 WAKE_ONLY = ("bullmq-aof", "pg-floor")  # context rows for the wake-up figure, nothing else
-WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings")
+WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings", "horizon")
 BIG_KEYS = ("executed", "completed", "latencies_ms")
 WAKE_LABELS = {"pg-floor": "wake-up floor: INSERT+NOTIFY", "bullmq-aof": "wake-up p50, AOF fsync always"}
 
@@ -70,6 +70,9 @@ class Config:
     sweep_rounds: int = 2  # runs per knob value in a sweep, taken in turns
     procs: tuple[int, ...] = (1, 2, 4)
     db_prefix: str = "bench_"
+    horizon_n: int | None = None  # jobs per horizon drain; None: 100,000, 20,000 with --quick (benchkit.horizon)
+    horizon_m: int = 100_000  # jobs drained behind the snapshot before the idle poll is timed
+    horizon_poll_runs: int = 200
     say: Callable[[str], None] = print
 
 
@@ -246,6 +249,11 @@ class Bench:
             for k in c.procs:
                 runs = self.repeat(lambda: self.run(system, runtime, db, "procs", c.n, setting | {"procs": k}, c.n))
                 self.figures.append(Figure(system, f"procs-{k}", f"drain, {k} worker process{'es' * (k > 1)}", runs))
+        if "horizon" in want:
+            from benchkit import horizon  # it builds on this module
+
+            if system in horizon.SYSTEMS:
+                horizon.bench_system(self, system, runtime, db, setting)
         return setting
 
     def bench_wakes(self, ready: dict[str, tuple[envs.Runtime, str, dict]]) -> None:

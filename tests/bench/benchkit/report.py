@@ -124,6 +124,8 @@ def targets_table(results: list[dict]) -> str:
     for t in results:
         if t["result"] == "SKIP":
             lines.append(f"SKIP  {t['target']:<34} ({t['why']})")
+        elif "line" in t:  # targets that word their own comparison (benchkit.horizon)
+            lines.append(f"{t['result']:<5} {t['target']:<34} {t['line']}")
         else:
             metric = "p" if "wake" in t["target"] else "rate"
             unit = " ms" if metric == "p" else "/s"

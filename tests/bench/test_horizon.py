@@ -1,0 +1,41 @@
+"""The horizon workload on pgjobs at tiny sizes: both drains run verified at both settings, the held
+ones really held a snapshot, and the idle poll reports its timings and buffers behind the snapshot
+and after it ended."""
+
+from __future__ import annotations
+
+from benchkit import horizon
+from benchkit.harness import Bench, Config
+
+N, M = 60, 300
+
+
+def test_horizon_runs_are_verified_and_reported(bench_db: str) -> None:
+    lines: list[str] = []
+    bench = Bench(Config(dsn=bench_db, n=N, quick=True, systems=("pgjobs",), workloads=("horizon",),
+                         reuse_db=True, reps=1, warmup=10, horizon_n=N, horizon_m=M, horizon_poll_runs=20,
+                         say=lines.append))
+    bench.run_all()
+
+    figures = {f.workload: f for f in bench.figures}
+    assert set(figures) == {"horizon-free-default", "horizon-held-default", "horizon-free-bench",
+                            "horizon-held-bench", "idle-poll"}
+    assert all(f.ok for f in figures.values()), [(f.workload, [r.error for r in f.runs]) for f in figures.values()]
+    assert figures["horizon-free-default"].runs[0].setting == {"concurrency": 10}
+    assert figures["horizon-held-bench"].runs[0].setting == {"concurrency": 2000}
+    for name in ("horizon-held-default", "horizon-held-bench"):
+        assert figures[name].runs[0].result["snapshot_xmin"]  # the other session really held one
+    poll = figures["idle-poll"].runs[0].result
+    assert poll["n"] == M and poll["samples"] == 20 and poll["snapshot_xmin"]
+    assert poll["buffers"] > 0 and poll["p50"] > 0 and poll["after_vacuum"]["p50"] > 0
+    assert poll["n_dead_tup"] >= M  # the drained jobs' old versions were still there when it polled
+    checks = {c.name for c in figures["idle-poll"].runs[0].checks}
+    assert "jobs succeeded once" in checks and "handler runs" in checks
+
+    results = {t.name: t.evaluate(bench) for t in horizon.TARGETS}
+    assert results["horizon degrades least, default"]["result"] == "SKIP"  # no peer ran
+    assert results["horizon >= 0.5x drain, default"]["result"] in ("PASS", "FAIL")
+    # 300 jobs prove nothing about 1,000,000: never a PASS below the target's size.
+    assert results[horizon.PollTarget.name]["result"] in ("SKIP", "FAIL")
+    summary = "\n".join(horizon.summary(bench))
+    assert "concurrency=10 (default)" in summary and f"after {M:,} jobs drained behind the snapshot" in summary
