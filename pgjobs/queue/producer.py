@@ -23,6 +23,7 @@ import psycopg
 
 from pgjobs.queue import handoff
 from pgjobs.queue.completer import Finished
+from pgjobs.queue.floors import ClaimFloors
 from pgjobs.queue.jobs import Job, Q, claimed_jobs
 from pgjobs.queue.outcomes import HandBack
 
@@ -127,14 +128,24 @@ class Producer:
         token = uuid.uuid4()
         params = {"queues": self.queues, "kinds": self.kinds, "limit": limit, "lease_seconds": self.lease_seconds,
                   "worker_id": self.worker_id, "idle_slots": offer, "lease_token": token} | self._offer_params
+        floors = self._claim_floors()
         conn = await self._claimer_conn()
-        cur = await conn.execute(Q["claim_jobs"], params)
+        cur = await conn.execute(Q["claim_jobs"], params | floors.params())
         jobs = claimed_jobs(await cur.fetchall(), token)
+        floors.advance(jobs)
         self._offering = len(jobs) < limit and offer > len(jobs)  # as the statement's offer CTE decides
         self._start(jobs)
         if not jobs and self.hooks.idle:
             self.hooks.idle()
         return len(jobs)
+
+    def _claim_floors(self) -> ClaimFloors:
+        """Where this worker's claims start (pgjobs.queue.floors); made on first use, so Worker
+        needs no field for it."""
+        floors = getattr(self, "_floors", None)
+        if floors is None:
+            floors = self._floors = ClaimFloors(self.queues, self.kinds)
+        return floors
 
     def _start(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
@@ -216,7 +227,7 @@ class Producer:
         """Sleep until the jittered poll, or sooner when a scheduled job comes due."""
         wait = self.poll_interval * random.uniform(0.8, 1.2)
         conn = await self._claimer_conn()
-        cur = await conn.execute(Q["next_run_at"], {"queues": self.queues, "kinds": self.kinds})
+        cur = await conn.execute(Q["next_run_at"], self._claim_floors().params(claim=False))
         (next_run_at,) = await cur.fetchone()
         if next_run_at is not None:
             due = (next_run_at - datetime.now(timezone.utc)).total_seconds()
