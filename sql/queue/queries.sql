@@ -376,6 +376,7 @@ RETURNING id, queue;
 
 -- name: prune_families
 -- Delete whole families whose every job finished before %(cutoff)s; unfinished families stay whole.
+-- Roots another pruner holds are skipped (workers with a retention setting prune side by side).
 WITH roots AS (
     SELECT r.id FROM pgjobs.jobs r
     WHERE r.parent_id IS NULL AND r.state IN ('succeeded', 'failed', 'cancelled') AND r.finished_at < %(cutoff)s
@@ -383,6 +384,7 @@ WITH roots AS (
           SELECT FROM pgjobs.jobs d
           WHERE d.root_id = r.id AND (d.state IN ('queued', 'running') OR d.finished_at >= %(cutoff)s))
     LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED
 )
 DELETE FROM pgjobs.jobs WHERE root_id IN (SELECT id FROM roots)
 RETURNING id;
