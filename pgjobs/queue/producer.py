@@ -14,6 +14,7 @@ import asyncio
 import logging
 import random
 import sys
+import time
 import uuid
 from collections import deque
 from datetime import datetime, timezone
@@ -130,9 +131,10 @@ class Producer:
                   "worker_id": self.worker_id, "idle_slots": offer, "lease_token": token} | self._offer_params
         floors = self._claim_floors()
         conn = await self._claimer_conn()
+        started = time.perf_counter()
         cur = await conn.execute(Q["claim_jobs"], params | floors.params())
         jobs = claimed_jobs(await cur.fetchall(), token)
-        floors.advance(jobs)
+        floors.advance(jobs, time.perf_counter() - started)
         self._offering = len(jobs) < limit and offer > len(jobs)  # as the statement's offer CTE decides
         self._start(jobs)
         if not jobs and self.hooks.idle:

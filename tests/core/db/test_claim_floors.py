@@ -112,3 +112,28 @@ def test_ranges_split_each_pair_at_its_floored_priorities():
     assert list(zip(p["r_kinds"], p["lo_priorities"], p["lo_ids"], p["hi_priorities"])) == [
         ("a", -(2**31), -(2**63), 0), ("a", 0, 9, 5), ("a", 5, 2, 2**31),  # below 0, from each floor
         ("b", -(2**31), -(2**63), 2**31)]  # never claimed: the whole range
+
+
+def test_a_slow_whole_range_claim_spaces_out_the_next_one(monkeypatch):
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    from pgjobs.queue import floors as floors_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(floors_module.time, "monotonic", lambda: clock[0])
+    floors = ClaimFloors(["q"], ["a"], rescan=5.0)
+    job = SimpleNamespace(queue="q", kind="a", priority=0, run_at=datetime(2026, 1, 1, tzinfo=timezone.utc), id=1)
+    floors.params()
+    assert floors.full  # no floor yet: whole ranges
+    floors.advance([job], seconds=0.2)  # the whole-range claim took 200 ms (1,000,000 dead entries)
+    clock[0] += 6
+    floors.params()
+    assert not floors.full  # 5 s passed, but 100 x 200 ms have not
+    clock[0] += 15
+    floors.params()
+    assert floors.full
+    floors.advance([], seconds=0.001)  # fast again (the snapshot ended, vacuum ran): back to every 5 s
+    clock[0] += 5.5
+    floors.params()
+    assert floors.full
