@@ -89,7 +89,14 @@ class Retention:
         if time.monotonic() < self._next:
             return 0
         cutoff = datetime.now(timezone.utc) - timedelta(days=self.days)
-        deleted = await prune_async(conn, cutoff, batch=self.batch, max_batches=self.max_batches)
+        try:
+            deleted = await prune_async(conn, cutoff, batch=self.batch, max_batches=self.max_batches)
+        except psycopg.OperationalError:
+            raise  # the connection is gone: the rescue loop logs it and tries again
+        except psycopg.Error as exc:  # never the worker's end: log it, try again in `interval`
+            log.warning("retention failed (%s); trying again in %.0fs", exc, self.interval)
+            self._next = time.monotonic() + self.interval
+            return 0
         # A full run means more is waiting: come back at the next maintenance turn, not in `interval`.
         full = deleted >= self.batch * self.max_batches
         self._next = time.monotonic() + (0.0 if full else self.interval)

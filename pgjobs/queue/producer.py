@@ -5,6 +5,9 @@ jittered poll, the next scheduled run_at, or a slot freed by the completer; only
 registry's kinds, never from a paused queue. An idle worker's claim also offers its free slots for
 hand-off (pgjobs.queue.handoff): jobs handed over arrive through the listener and start at once,
 or wait in a backlog, leased to us, when more arrive than we have slots for.
+Claims (and the idle worker's next_run_at) start at the worker's claim floors
+(pgjobs.queue.floors), so they skip the dead claim-index entries another session's old snapshot
+keeps.
 A mixin of Worker (pgjobs.queue.worker), which owns the state it reads.
 """
 
