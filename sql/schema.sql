@@ -42,7 +42,7 @@ CREATE TABLE pgjobs.jobs (
     CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_queue_check CHECK ((queue <> ''::text))
 )
-WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0');
+WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0', fillfactor='90');
 
 CREATE SEQUENCE pgjobs.job_id_seq
     START WITH 1
@@ -356,9 +356,9 @@ CREATE INDEX jobs_claim_idx ON pgjobs.jobs USING btree (queue, kind, priority, r
 
 CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
 
-CREATE INDEX jobs_lease_idx ON pgjobs.jobs USING btree (lease_expires_at) WHERE (state = 'running'::pgjobs.job_state);
-
 CREATE INDEX jobs_root_idx ON pgjobs.jobs USING btree (root_id);
+
+CREATE INDEX jobs_running_idx ON pgjobs.jobs USING btree (worker_id) WHERE (state = 'running'::pgjobs.job_state);
 
 CREATE INDEX album_artist_artist_idx ON public.album_artist USING btree (artist_id);
 

@@ -104,6 +104,7 @@ def conn(shared_dsn: str) -> Iterator[psycopg.Connection]:
 async def claim(aconn, *, queues=("default",), limit=10, lease_seconds=30.0, worker_id="test", kinds=None):
     """Claim jobs exactly as a worker does (the worker's own statement); `kinds` defaults to every
     kind queued now (a worker claims only its registry's kinds)."""
+    from pgjobs.queue.floors import full_ranges
     from pgjobs.queue.jobs import Q, claimed_jobs
 
     if kinds is None:
@@ -113,7 +114,8 @@ async def claim(aconn, *, queues=("default",), limit=10, lease_seconds=30.0, wor
     cur = await aconn.execute(Q["claim_jobs"], {"queues": list(queues), "limit": limit, "kinds": list(kinds),
                                                 "lease_seconds": lease_seconds, "worker_id": worker_id,
                                                 "channel": "unused", "lock_key": 0, "idle_slots": 0,
-                                                "lease_token": token, "handoff_token": None})
+                                                "lease_token": token, "handoff_token": None}
+                            | full_ranges(queues, kinds))
     return claimed_jobs(await cur.fetchall(), token)
 
 

@@ -5,6 +5,9 @@ jittered poll, the next scheduled run_at, or a slot freed by the completer; only
 registry's kinds, never from a paused queue. An idle worker's claim also offers its free slots for
 hand-off (pgjobs.queue.handoff): jobs handed over arrive through the listener and start at once,
 or wait in a backlog, leased to us, when more arrive than we have slots for.
+Claims (and the idle worker's next_run_at) start at the worker's claim floors
+(pgjobs.queue.floors), so they skip the dead claim-index entries another session's old snapshot
+keeps.
 A mixin of Worker (pgjobs.queue.worker), which owns the state it reads.
 """
 
@@ -14,6 +17,7 @@ import asyncio
 import logging
 import random
 import sys
+import time
 import uuid
 from collections import deque
 from datetime import datetime, timezone
@@ -23,6 +27,7 @@ import psycopg
 
 from pgjobs.queue import handoff
 from pgjobs.queue.completer import Finished
+from pgjobs.queue.floors import ClaimFloors
 from pgjobs.queue.jobs import Job, Q, claimed_jobs
 from pgjobs.queue.outcomes import HandBack
 
@@ -127,14 +132,25 @@ class Producer:
         token = uuid.uuid4()
         params = {"queues": self.queues, "kinds": self.kinds, "limit": limit, "lease_seconds": self.lease_seconds,
                   "worker_id": self.worker_id, "idle_slots": offer, "lease_token": token} | self._offer_params
+        floors = self._claim_floors()
         conn = await self._claimer_conn()
-        cur = await conn.execute(Q["claim_jobs"], params)
+        started = time.perf_counter()
+        cur = await conn.execute(Q["claim_jobs"], params | floors.params())
         jobs = claimed_jobs(await cur.fetchall(), token)
+        floors.advance(jobs, time.perf_counter() - started)
         self._offering = len(jobs) < limit and offer > len(jobs)  # as the statement's offer CTE decides
         self._start(jobs)
         if not jobs and self.hooks.idle:
             self.hooks.idle()
         return len(jobs)
+
+    def _claim_floors(self) -> ClaimFloors:
+        """Where this worker's claims start (pgjobs.queue.floors); made on first use, so Worker
+        needs no field for it."""
+        floors = getattr(self, "_floors", None)
+        if floors is None:
+            floors = self._floors = ClaimFloors(self.queues, self.kinds)
+        return floors
 
     def _start(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
@@ -216,7 +232,7 @@ class Producer:
         """Sleep until the jittered poll, or sooner when a scheduled job comes due."""
         wait = self.poll_interval * random.uniform(0.8, 1.2)
         conn = await self._claimer_conn()
-        cur = await conn.execute(Q["next_run_at"], {"queues": self.queues, "kinds": self.kinds})
+        cur = await conn.execute(Q["next_run_at"], self._claim_floors().params(claim=False))
         (next_run_at,) = await cur.fetchone()
         if next_run_at is not None:
             due = (next_run_at - datetime.now(timezone.utc)).total_seconds()

@@ -36,7 +36,7 @@ from pgjobs.queue.handoff import Handoff
 from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q
 from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Listener
-from pgjobs.queue.maintenance import rescue_expired
+from pgjobs.queue.maintenance import Retention, rescue_expired
 from pgjobs.queue.outcomes import HandBack
 from pgjobs.queue.producer import Producer
 from pgjobs.queue.registry import Registry
@@ -82,6 +82,7 @@ class Worker(Producer, GroupCommitter):
         on_error: Sequence[ErrorHook] = (),
         app_name: str = "pgjobs",
         handoff: bool = defaults.HANDOFF,
+        retention: Retention | None = None,
     ) -> None:
         self.pool = pool
         self.registry = registry
@@ -103,6 +104,7 @@ class Worker(Producer, GroupCommitter):
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self.executor = Executor(registry, pool, limits, self.worker_id, state, on_error)
         self.conninfo = conninfo
+        self.retention = retention  # finished families pruned by the rescue loop (pgjobs.queue.maintenance)
         # Hand-off (pgjobs.queue.handoff): jobs leased to this worker arrive on its own channel.
         self._handoff = Handoff(self._handed) if handoff else None
         self._offer_params = {"channel": self._handoff.channel, "lock_key": self._handoff.lock_key,
@@ -232,6 +234,8 @@ class Worker(Producer, GroupCommitter):
                 async with self.pool.connection() as conn:
                     await rescue_expired(conn, self.registry)
                     await conn.execute(Q["prune_dead_waiters"])
+                    if self.retention is not None:
+                        await self.retention.tick(conn)
             except psycopg.OperationalError as exc:
                 log.warning("rescuer failed (%s)", exc)
             await asyncio.sleep(max(0.5, self.lease_seconds / 2) * random.uniform(0.8, 1.2))

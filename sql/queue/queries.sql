@@ -155,17 +155,34 @@ SELECT pg_notify('pgjobs', %(queue)s);
 -- same statement. Paused queues (pgjobs.queue_pauses) are skipped: their jobs stay queued.
 -- One fresh %(lease_token)s per claim fences all its jobs: fencing is on (id, token), and any later
 -- claim of one of them (after its lease expired) writes another token. Rows come back without it.
--- One index scan per (queue, kind) pair (LATERAL: equality on jobs_claim_idx's two leading columns
--- keeps its order, so the scan never walks finished rows or sorts, on PostgreSQL 15 as on 18), then
--- the best across pairs (migration 0006 records the trade-off).
+-- One index scan per claim range (LATERAL: equality on jobs_claim_idx's two leading columns keeps
+-- its order, so the scan never walks finished rows or sorts, on PostgreSQL 15 as on 18), then the
+-- best across ranges (migration 0006 records the trade-off).
+-- Claim ranges (pgjobs.queue.jobs.ClaimFloors builds them): each claimed job leaves a dead entry in
+-- jobs_claim_idx that vacuum cannot remove while any session holds an older snapshot, and a scan
+-- from the start of (queue, kind) walks them all, each with a heap visit (100,000 claimed jobs
+-- behind a REPEATABLE READ snapshot: 7.5 ms per idle claim, 24,000 buffers at 1,000,000). So a
+-- worker remembers, per (queue, kind, priority), the last (run_at, id) it claimed (its floor) and
+-- scans from there: each range is one priority from its floor (%(lo_*)s, inclusive) up to the next
+-- floored priority (%(hi_priorities)s, exclusive), plus one range below the lowest; a range without
+-- a floor starts at the beginning. A floor younger than %(floor_margin)s seconds is moved back to
+-- now() minus the margin: a transaction that took run_at = now() at its start and committed after
+-- a later job was claimed (enqueue, retry, rescue) still lands inside the range. The worker drops
+-- its floors every few seconds and scans whole ranges (jobs enqueued with a past run_at, rows
+-- skipped because another session held their lock).
 WITH next AS (
     SELECT j.id
-    FROM (SELECT q.name FROM unnest(%(queues)b::text[]) AS q(name)
-          WHERE NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = q.name)) AS q
-    CROSS JOIN unnest(%(kinds)b::text[]) AS k(name)
+    FROM (SELECT * FROM unnest(%(r_queues)b::text[], %(r_kinds)b::text[], %(lo_priorities)b::int[],
+                               %(lo_run_ats)b::timestamptz[], %(lo_ids)b::bigint[], %(hi_priorities)b::bigint[])
+                        AS r(queue, kind, lo_p, lo_r, lo_i, hi_p)
+          WHERE NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = r.queue)) AS r
     CROSS JOIN LATERAL (
         SELECT id, priority, run_at FROM pgjobs.jobs
-        WHERE state = 'queued' AND queue = q.name AND kind = k.name AND run_at <= now()
+        WHERE state = 'queued' AND queue = r.queue AND kind = r.kind AND run_at <= now()
+          AND (priority, run_at, id) >= (r.lo_p, least(r.lo_r, now() - make_interval(secs => %(floor_margin)s)),
+                                         CASE WHEN r.lo_r <= now() - make_interval(secs => %(floor_margin)s)
+                                              THEN r.lo_i ELSE -9223372036854775808 END)
+          AND priority < r.hi_p
         ORDER BY priority, run_at, id
         LIMIT %(limit)s
         FOR UPDATE SKIP LOCKED
@@ -316,10 +333,22 @@ SELECT EXISTS (
 ) AS pending;
 
 -- name: next_run_at
--- When the earliest scheduled job this worker can run becomes runnable (NULL when none is queued).
-SELECT min(run_at) AS next_run_at FROM pgjobs.jobs
-WHERE state = 'queued' AND queue = ANY(%(queues)b::text[]) AND kind = ANY(%(kinds)b::text[])
-  AND NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = jobs.queue);
+-- When the earliest scheduled job this worker can run becomes runnable (NULL when none is queued),
+-- read through the same claim ranges as claim_jobs (so it neither walks the dead entries below the
+-- worker's floors nor names a job the next claim would not look at).
+SELECT min(m.run_at) AS next_run_at
+FROM (SELECT * FROM unnest(%(r_queues)b::text[], %(r_kinds)b::text[], %(lo_priorities)b::int[],
+                           %(lo_run_ats)b::timestamptz[], %(lo_ids)b::bigint[], %(hi_priorities)b::bigint[])
+                    AS r(queue, kind, lo_p, lo_r, lo_i, hi_p)
+      WHERE NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = r.queue)) AS r
+CROSS JOIN LATERAL (
+    SELECT min(run_at) AS run_at FROM pgjobs.jobs
+    WHERE state = 'queued' AND queue = r.queue AND kind = r.kind
+      AND (priority, run_at, id) >= (r.lo_p, least(r.lo_r, now() - make_interval(secs => %(floor_margin)s)),
+                                     CASE WHEN r.lo_r <= now() - make_interval(secs => %(floor_margin)s)
+                                          THEN r.lo_i ELSE -9223372036854775808 END)
+      AND priority < r.hi_p
+) AS m;
 
 -- name: cancel_job
 -- Cancel one unfinished job. A running one loses its lease, so its worker can no longer commit.
@@ -347,6 +376,7 @@ RETURNING id, queue;
 
 -- name: prune_families
 -- Delete whole families whose every job finished before %(cutoff)s; unfinished families stay whole.
+-- Roots another pruner holds are skipped (workers with a retention setting prune side by side).
 WITH roots AS (
     SELECT r.id FROM pgjobs.jobs r
     WHERE r.parent_id IS NULL AND r.state IN ('succeeded', 'failed', 'cancelled') AND r.finished_at < %(cutoff)s
@@ -354,6 +384,7 @@ WITH roots AS (
           SELECT FROM pgjobs.jobs d
           WHERE d.root_id = r.id AND (d.state IN ('queued', 'running') OR d.finished_at >= %(cutoff)s))
     LIMIT %(limit)s
+    FOR UPDATE OF r SKIP LOCKED
 )
 DELETE FROM pgjobs.jobs WHERE root_id IN (SELECT id FROM roots)
 RETURNING id;

@@ -226,4 +226,8 @@ def summary(bench: Bench) -> list[str]:
                      f"p95 {after.get('p95', 0):.2f} ms, {after.get('buffers', 0):,} buffers "
                      f"(fill: {res['rate']:,.0f} jobs/s drained behind the snapshot, "
                      f"n_dead_tup {res.get('n_dead_tup')})")
+        full = res.get("full_scan")
+        if full:  # the claim over whole ranges, which the worker sends once every few seconds
+            lines.append(f"  the same claim over whole ranges (no claim floors; a worker sends one every few seconds): "
+                         f"p50 {full['p50']:.2f} ms, p95 {full['p95']:.2f} ms, {full['buffers']:,} buffers")
     return lines

@@ -111,12 +111,15 @@ def enqueue_bulk(dsn: str, kind: str, n: int, queue: str = "default") -> Stopwat
     return watch
 
 
-async def run_burst(bench: Bench, pool, dsn: str, concurrency: int, queue: str = "default") -> Stopwatch:
+async def run_burst(bench: Bench, pool, dsn: str, concurrency: int, queue: str = "default",
+                    workers: list | None = None) -> Stopwatch:
     def finished(item) -> None:
         bench.last_finished = time.time()
 
     worker = Worker(pool, bench.registry, conninfo=dsn, limits=RateLimits(pool, {}), queues=[queue],
                     concurrency=concurrency, burst=True, hooks=WorkerHooks(finished=finished))
+    if workers is not None:  # the horizon driver reads the worker's claim floors afterwards
+        workers.append(worker)
     with Stopwatch() as watch:
         await worker.run()
     return watch

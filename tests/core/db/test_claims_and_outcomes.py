@@ -10,6 +10,7 @@ import pytest
 
 from pgjobs.queue import (Complete, CopyInto, Discard, JobSpec, LeaseLost, Retry, Snooze, enqueue, enqueue_many,
                           record_outcome)
+from pgjobs.queue.floors import full_ranges
 from pgjobs.queue.jobs import Q
 
 
@@ -71,16 +72,18 @@ def test_claim_plan_uses_the_claim_index_after_a_bulk_load(fresh_dsn, kinds):
         conn.execute("ANALYZE pgjobs.jobs")
         params = {"queues": ["default", "b"], "kinds": kinds, "limit": 10, "lease_seconds": 30, "worker_id": "x",
                   "channel": "c", "lock_key": 0, "idle_slots": 0, "lease_token": uuid.uuid4(),
-                  "handoff_token": None}
+                  "handoff_token": None} | full_ranges(["default", "b"], kinds)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + Q["claim_jobs"], params).fetchall())
         # The worker runs the claim with its generic plan (plan_cache_mode = force_generic_plan): same walk.
         names = list(params)
         prepared = re.sub(r"%\((\w+)\)[sb]", lambda m: f"${names.index(m.group(1)) + 1}", Q["claim_jobs"])
         conn.execute("SET plan_cache_mode = force_generic_plan")
         conn.execute(f"PREPARE claim AS {prepared}")
-        generic = "\n".join(r[0] for r in conn.execute(
-            f"EXPLAIN EXECUTE claim('{{default,b}}', '{{{','.join(kinds)}}}', 1000, 30, 'x', 'c', 0, 0,"
-            " gen_random_uuid(), NULL)").fetchall())
+        (types,) = conn.execute("SELECT parameter_types::text[] FROM pg_prepared_statements"
+                                " WHERE name = 'claim'").fetchone()
+        placeholders = ", ".join(f"%s::{t}" for t in types)
+        generic = "\n".join(r[0] for r in psycopg.ClientCursor(conn).execute(  # EXPLAIN takes no bind parameters
+            f"EXPLAIN EXECUTE claim({placeholders})", list(params.values())).fetchall())
     for p in (plan, generic):
         assert "jobs_claim_idx" in p, p
         assert "Seq Scan on jobs" not in p and "Sort Key: jobs" not in p, p

@@ -12,6 +12,7 @@ import pytest
 
 from pgjobs.database import open_pool
 from pgjobs.queue import RateLimits, Registry, Worker, WorkerHooks, default_registry, enqueue, enqueue_async, handoff
+from pgjobs.queue.floors import full_ranges
 from pgjobs.queue.jobs import Q
 
 LOCK_KEY = 4242
@@ -109,7 +110,8 @@ def test_orphaned_hand_offs_go_back_without_spending_an_attempt(fresh_dsn, waite
 
 def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn):
     params = {"queues": ["default"], "kinds": ["noop"], "lease_seconds": 30, "worker_id": "w2",
-              "channel": "pgjobs_w_2", "lock_key": 7, "lease_token": uuid.uuid4(), "handoff_token": TOKEN}
+              "channel": "pgjobs_w_2", "lock_key": 7, "lease_token": uuid.uuid4(), "handoff_token": TOKEN,
+              **full_ranges(["default"], ["noop"])}
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         for _ in range(3):
             enqueue(conn, "noop", queue="default")
