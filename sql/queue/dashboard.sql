@@ -2,8 +2,8 @@
 -- a time window or a cap; the dashboard runs each under a statement timeout.
 
 -- name: counts_active
--- Queued and running jobs by queue: exact, each from its partial index (jobs_runnable_idx,
--- jobs_lease_idx), so the finished jobs are never read.
+-- Queued and running jobs by queue: exact, each from its partial index (jobs_claim_idx,
+-- jobs_running_idx), so the finished jobs are never read.
 SELECT queue, 'queued' AS state, count(*) AS n FROM pgjobs.jobs WHERE state = 'queued' GROUP BY queue
 UNION ALL
 SELECT queue, 'running', count(*) FROM pgjobs.jobs WHERE state = 'running' GROUP BY queue;
@@ -16,7 +16,7 @@ FROM (SELECT queue, state FROM pgjobs.jobs ORDER BY id DESC LIMIT %(cap)s) j
 GROUP BY queue, state;
 
 -- name: oldest_runnable
--- Per queue, the run_at of its oldest job that is due (jobs_runnable_idx).
+-- Per queue, the run_at of its oldest job that is due (jobs_claim_idx).
 SELECT q.queue, o.run_at
 FROM (SELECT DISTINCT queue FROM pgjobs.jobs WHERE state = 'queued') q
 CROSS JOIN LATERAL (SELECT min(run_at) AS run_at FROM pgjobs.jobs j
@@ -25,7 +25,7 @@ WHERE o.run_at IS NOT NULL
 ORDER BY o.run_at;
 
 -- name: running
--- Running jobs, the soonest lease expiry first (jobs_lease_idx); expired ones are flagged.
+-- Running jobs (jobs_running_idx), the soonest lease expiry first; expired ones are flagged.
 SELECT id, root_id, kind, queue, attempt, worker_id, attempted_at, lease_expires_at,
        lease_expires_at < now() AS expired
 FROM pgjobs.jobs
