@@ -14,6 +14,7 @@ from pgjobs import database, logs, migrations
 from pgjobs.app import App, WorkerResources
 from pgjobs.cli.common import cli
 from pgjobs.queue import RateLimits, Worker
+from pgjobs.queue.worker import new_worker_id
 from pgjobs.queue.periodic import Scheduler
 from pgjobs.settings import Settings
 
@@ -27,7 +28,9 @@ async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str
 
     The app's periodic jobs are scheduled beside it: a long-running worker runs the scheduler until
     it stops; a burst worker takes the slots due when it starts (the catch-up rule), then drains."""
-    pool = await database.open_pool(dsn, max_size=4)
+    worker_id = new_worker_id()
+    timeouts = database.Timeouts.from_settings(settings)
+    pool = await database.open_pool(dsn, max_size=4, application_name=worker_id, timeouts=timeouts)
     try:
         async with pool.connection() as conn:
             await migrations.check_migrated_async(conn, app.components)
@@ -39,6 +42,7 @@ async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str
                 poll_interval=settings.poll_interval, shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
                 burst_waits_for_scheduled=burst_waits_for_scheduled, state=state,
                 app_name=app.name, on_error=app.error_hooks, handoff=settings.handoff,
+                worker_id=worker_id, timeouts=timeouts,
             )
             scheduler = Scheduler(pool, app.schedules())
             if burst and scheduler.schedules:

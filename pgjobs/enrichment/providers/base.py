@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -44,11 +44,21 @@ class RateGate(Protocol):
     def interval(self, name: str) -> float:
         """Seconds between this limiter's calls; QueueError when no such limiter is configured."""
 
-    async def acquire(self, name: str) -> None:
-        """Wait for this limiter's next slot (called before every HTTP request)."""
+    async def acquire(self, name: str) -> Any:
+        """Wait for this limiter's next slot (called before every HTTP request). What it returns
+        may have `sent(monotonic_time)` (RateLimits' Taken): called when the request went out."""
 
     async def penalize(self, name: str, seconds: float) -> None:
         """The server said Retry-After: hold this limiter's slots back for `seconds`."""
+
+
+def _on_sent(sent: Callable[[float], Awaitable[None]]) -> Callable[[str, Any], Awaitable[None]]:
+    """An httpcore trace hook telling the limiter when the request's bytes were written (after
+    any new connection), so lateness after the take pushes the next call out (pgjobs.queue.limits)."""
+    async def trace(event: str, info: Any) -> None:
+        if event.endswith("send_request_headers.complete"):
+            await sent(time.monotonic())
+    return trace
 
 
 def has_limiter(gate: RateGate | None, name: str) -> bool:
@@ -195,14 +205,17 @@ class BaseProvider:
         raise self._error(BadResponse, f"more than {MAX_REDIRECTS} redirects from {method} {httpx.URL(url).path}")
 
     async def _send_once(self, method: str, url: httpx.URL, limited: bool, **kwargs: Any) -> httpx.Response:
+        taken = None
         if limited and self._gate is not None and self._limiter is not None:
-            await self._gate.acquire(self._limiter)
+            taken = await self._gate.acquire(self._limiter)
         counter = _current_counter.get()
         if counter is not None:
             counter.increment()
         what = f"{method} {url.path}"
+        extensions = {"trace": _on_sent(taken.sent)} if hasattr(taken, "sent") else None
         try:
-            return await self._client.request(method, url, timeout=self._timeout, follow_redirects=False, **kwargs)
+            return await self._client.request(method, url, timeout=self._timeout, follow_redirects=False,
+                                              extensions=extensions, **kwargs)
         except httpx.TimeoutException as exc:
             # `from None`: the httpx exception holds the request, and with it the credentials.
             raise self._error(

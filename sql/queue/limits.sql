@@ -1,0 +1,47 @@
+-- Global rate limiters (pgjobs.queue.limits): one row per limiter; next_slot is the earliest
+-- moment the next call may go out, i.e. the last call's take time + interval.
+
+-- name: rate_limit_take
+-- Take the limiter at the moment of sending, or say how long to wait: a call is let through only
+-- when next_slot (+ %(margin_ms)s) has passed, and next_slot becomes the take time + interval, so
+-- every call is spaced from the previous call's actual send, never from a slot reserved earlier
+-- (a late wake-up followed by a punctual one sent two calls closer than the interval: issue 18).
+-- The margin covers what happens between the take and the bytes reaching the server.
+-- The fallback SELECT may read a next_slot older than a concurrent take's: the caller then only
+-- asks again sooner.
+WITH taken AS (
+    INSERT INTO pgjobs.rate_limits AS r (name, interval_ms, next_slot, updated_at)
+    VALUES (%(name)s, %(interval_ms)s, clock_timestamp() + make_interval(secs => %(interval_ms)s / 1000.0),
+            clock_timestamp())
+    ON CONFLICT (name) DO UPDATE
+    SET interval_ms = excluded.interval_ms,
+        -- clock_timestamp() here, after the row lock: a take that queued behind another is
+        -- anchored to when it went through.
+        next_slot = clock_timestamp() + make_interval(secs => excluded.interval_ms / 1000.0),
+        updated_at = clock_timestamp()
+    WHERE r.next_slot + make_interval(secs => %(margin_ms)s / 1000.0) <= clock_timestamp()
+    RETURNING 0.0::float8 AS wait_seconds, r.next_slot
+)
+SELECT wait_seconds, next_slot FROM taken
+UNION ALL
+SELECT greatest(0.001, extract(epoch FROM r.next_slot - clock_timestamp()) + %(margin_ms)s / 1000.0)::float8,
+       NULL
+FROM pgjobs.rate_limits r
+WHERE r.name = %(name)s AND NOT EXISTS (SELECT FROM taken)
+LIMIT 1;
+
+-- name: rate_limit_sent
+-- The call taken with next_slot = %(taken_next)s went out %(late_s)s seconds after its take (the
+-- caller's loop, a new HTTP connection): the next call waits as much longer, so the spacing holds
+-- from the actual send. Never moves next_slot back (a penalty or a later take may have pushed it).
+UPDATE pgjobs.rate_limits
+SET next_slot = greatest(next_slot, %(taken_next)s + make_interval(secs => %(late_s)s))
+WHERE name = %(name)s;
+
+-- name: rate_limit_penalize
+-- The upstream said "slow down" (Retry-After): no call before now() + %(seconds)s for anyone.
+INSERT INTO pgjobs.rate_limits AS r (name, interval_ms, next_slot, updated_at)
+VALUES (%(name)s, %(interval_ms)s, clock_timestamp() + make_interval(secs => %(seconds)s), clock_timestamp())
+ON CONFLICT (name) DO UPDATE
+SET next_slot = greatest(r.next_slot, clock_timestamp() + make_interval(secs => %(seconds)s)),
+    updated_at = clock_timestamp();
