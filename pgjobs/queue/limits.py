@@ -68,6 +68,10 @@ class RateLimits:
         self._margin_ms = margin * 1000.0
         self.observe = observe
 
+    @property
+    def intervals(self) -> dict[str, float]:
+        return dict(self._intervals)
+
     def interval(self, name: str) -> float:
         try:
             return self._intervals[name]

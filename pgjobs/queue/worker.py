@@ -66,6 +66,7 @@ class WorkerHooks:
     finished: Callable[[Finished], None] | None = None
     idle: Callable[[], None] | None = None  # a claim found nothing to run
     rescued: Callable[[int], None] | None = None  # the rescuer re-queued this many expired leases
+    committed: Callable[[int, float], None] | None = None  # a group of n outcomes written, in seconds
 
 
 class Worker(Producer, GroupCommitter):
@@ -221,6 +222,15 @@ class Worker(Producer, GroupCommitter):
             outcome = HandBack("handed back: worker shut down before the job finished")
         self._tasks.pop(job.id, None)
         self._done.put_nowait(Finished(job, outcome, (time.perf_counter() - started) * 1000))
+
+    async def _write(self, batch: list[Finished]) -> None:
+        """The completer's group write (pgjobs.queue.completer), timed for the `committed` hook."""
+        if self.hooks.committed is None:
+            await super()._write(batch)
+            return
+        started = time.perf_counter()
+        await super()._write(batch)
+        self.hooks.committed(len(batch), time.perf_counter() - started)
 
     # --- upkeep -------------------------------------------------------------------------------
 
