@@ -6,9 +6,11 @@ through*, and otherwise says how long to wait, after which the caller asks again
 spaced `interval` (+ a small send margin) apart across every process and host sharing the
 database, measured from the actual sends: a caller that wakes late pushes the next call out
 instead of leaving the next slot closer to its own (issue 18: slots 1.000 s apart, sends 0.944 s).
-Count what hits the API: acquire once per HTTP call, not per job. When the request goes out later
-than the take by more than the send margin (a busy loop, a new connection), `Taken.sent(at)`
-pushes the next call out by the difference, so the spacing holds from the actual send.
+Count what hits the API: acquire once per HTTP call, not per job. A caller that can tell when its
+bytes go out takes a `Taken` (`take(name)`) and `confirm()`s it right before: a send later than
+the take by more than half the send margin (a busy loop, a new connection) moves the next call
+out to an interval after it, so the spacing holds from the actual send (the enrichment providers confirm from
+an httpx trace hook).
 `penalize(name, seconds)` pushes every caller's next call out when the upstream says Retry-After.
 """
 
@@ -18,7 +20,6 @@ import asyncio
 import random
 import time
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import AsyncIterator, Callable, Mapping
 
@@ -35,25 +36,40 @@ L = load_queries("queue/limits.sql")
 # the margin covers what no caller can see (the reply's and the API's own scheduling: a few ms on a
 # loaded 2-core machine, tests/enrichment/e2e/test_chain_cli.py, four workers). At 1/s it costs 1 %.
 SEND_MARGIN = 0.010
+_CONFIRM_ROUNDS = 4
 STATEMENT_TIMEOUT = 10.0  # seconds: a stalled limiter row never holds a caller forever
 
 
-@dataclass(frozen=True)
 class Taken:
-    """One call let through: report when it actually went out with `sent(time.monotonic())`."""
+    """One call let through by `RateLimits.take`; `await confirm()` right before its bytes go out."""
 
-    limits: "RateLimits"
-    name: str
-    next_slot: datetime  # the row's next_slot as this take set it
-    at: float  # time.monotonic() when the take returned
-    waited: float
+    __slots__ = ("limits", "name", "next_slot", "at", "waited")
 
-    async def sent(self, at: float) -> None:
-        late = at - self.at
-        # Within half the margin the spacing holds already, with the other half for the replies'
-        # own differences; beyond it, one more statement moves the next call out.
-        if late > self.limits.margin / 2:
-            await self.limits._push(self, late)
+    def __init__(self, limits: "RateLimits", name: str, next_slot: datetime, at: float, waited: float) -> None:
+        self.limits, self.name = limits, name
+        self.next_slot = next_slot  # the row's next_slot as this take set it
+        self.at = at  # time.monotonic() when the take was asked for: next_slot was set after it
+        self.waited = waited
+
+    async def confirm(self) -> None:
+        """The call is about to go out. Within half the margin of the take: nothing to do (the
+        other half covers the replies' own differences). Later (a busy loop, a new HTTP
+        connection): move the next call to an interval after now, so the spacing holds from this
+        send; and if another call was taken meanwhile (possible only past interval + margin), this
+        take is stale: wait for a fresh one. A confirmation whose reply itself came back late is
+        confirmed again (at most _CONFIRM_ROUNDS times: a machine that lags that much every time
+        gets the margin only)."""
+        limits = self.limits
+        for _ in range(_CONFIRM_ROUNDS):
+            if time.monotonic() - self.at <= limits.margin / 2:
+                return
+            asked = time.monotonic()  # the new next_slot is set at or after this moment
+            next_slot = await limits._confirm(self)
+            if next_slot is not None:
+                self.next_slot, self.at = next_slot, asked
+            else:
+                fresh = await limits.take(self.name)
+                self.next_slot, self.at, self.waited = fresh.next_slot, fresh.at, self.waited + fresh.waited
 
 
 class RateLimits:
@@ -92,10 +108,15 @@ class RateLimits:
         # No row: a concurrent first call created the limiter after this statement's snapshot.
         return (float(row[0]), row[1]) if row is not None else (0.001, None)
 
-    async def acquire(self, name: str) -> Taken:
-        """Wait until this call may go out, and take it."""
+    async def acquire(self, name: str) -> float:
+        """Wait until this call may go out, and take it; return how long we waited."""
+        return (await self.take(name)).waited
+
+    async def take(self, name: str) -> Taken:
+        """Wait until this call may go out, and take it; `confirm()` the result right before sending."""
         started = time.monotonic()
         while True:
+            asked = time.monotonic()
             wait, next_slot = await self.try_take(name)
             if wait <= 0 and next_slot is not None:
                 break
@@ -105,12 +126,16 @@ class RateLimits:
         now = time.monotonic()
         if self.observe is not None:
             self.observe(name, now - started)
-        return Taken(self, name, next_slot, now, now - started)
+        return Taken(self, name, next_slot, asked, now - started)
 
-    async def _push(self, taken: Taken, late: float) -> None:
-        params = {"name": taken.name, "taken_next": taken.next_slot, "late_s": late}
+    async def _confirm(self, taken: Taken) -> datetime | None:
+        """Move the next call out to an interval after now: the new next_slot; None when another
+        call was taken since `taken` (it is stale)."""
+        params = {"name": taken.name, "taken_next": taken.next_slot}
         async with self._pool.connection() as conn:
-            await conn.execute(L["rate_limit_sent"], params)
+            cur = await conn.execute(L["rate_limit_confirm"], params)
+            row = await cur.fetchone()
+        return row[0] if row is not None else None
 
     async def penalize(self, name: str, seconds: float) -> None:
         params = {"name": name, "interval_ms": self.interval(name) * 1000.0, "seconds": max(0.0, seconds)}

@@ -30,13 +30,17 @@ FROM pgjobs.rate_limits r
 WHERE r.name = %(name)s AND NOT EXISTS (SELECT FROM taken)
 LIMIT 1;
 
--- name: rate_limit_sent
--- The call taken with next_slot = %(taken_next)s went out %(late_s)s seconds after its take (the
--- caller's loop, a new HTTP connection): the next call waits as much longer, so the spacing holds
--- from the actual send. Never moves next_slot back (a penalty or a later take may have pushed it).
+-- name: rate_limit_confirm
+-- The call taken with next_slot = %(taken_next)s is going out now, later than its take (the
+-- caller's loop, a new HTTP connection): the next call may go no earlier than an interval after
+-- now, so the spacing holds from the actual send (the database's clock, like the take's: the
+-- client's own lateness would miss its wait for a pool connection). No row when next_slot moved
+-- since (another call was taken, or a penalty came): the caller's take is stale and it takes
+-- again. updated_at stays: this is no take.
 UPDATE pgjobs.rate_limits
-SET next_slot = greatest(next_slot, %(taken_next)s + make_interval(secs => %(late_s)s))
-WHERE name = %(name)s;
+SET next_slot = greatest(next_slot, clock_timestamp() + make_interval(secs => interval_ms / 1000.0))
+WHERE name = %(name)s AND next_slot = %(taken_next)s
+RETURNING next_slot;
 
 -- name: rate_limit_penalize
 -- The upstream said "slow down" (Retry-After): no call before now() + %(seconds)s for anyone.

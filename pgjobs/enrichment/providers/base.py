@@ -45,19 +45,20 @@ class RateGate(Protocol):
         """Seconds between this limiter's calls; QueueError when no such limiter is configured."""
 
     async def acquire(self, name: str) -> Any:
-        """Wait for this limiter's next slot (called before every HTTP request). What it returns
-        may have `sent(monotonic_time)` (RateLimits' Taken): called when the request went out."""
+        """Wait for this limiter's next slot (called before every HTTP request). A gate that also
+        has `take(name)` (RateLimits) is asked that instead, and what it returns is `confirm()`ed
+        right before the request's bytes go out."""
 
     async def penalize(self, name: str, seconds: float) -> None:
         """The server said Retry-After: hold this limiter's slots back for `seconds`."""
 
 
-def _on_sent(sent: Callable[[float], Awaitable[None]]) -> Callable[[str, Any], Awaitable[None]]:
-    """An httpcore trace hook telling the limiter when the request's bytes were written (after
-    any new connection), so lateness after the take pushes the next call out (pgjobs.queue.limits)."""
+def _confirm_on_send(taken: Any) -> Callable[[str, Any], Awaitable[None]]:
+    """An httpcore trace hook confirming the limiter's take right before the request's bytes are
+    written (after any new connection), so the spacing holds from the send (pgjobs.queue.limits)."""
     async def trace(event: str, info: Any) -> None:
-        if event.endswith("send_request_headers.complete"):
-            await sent(time.monotonic())
+        if event.endswith("send_request_headers.started"):
+            await taken.confirm()
     return trace
 
 
@@ -205,14 +206,17 @@ class BaseProvider:
         raise self._error(BadResponse, f"more than {MAX_REDIRECTS} redirects from {method} {httpx.URL(url).path}")
 
     async def _send_once(self, method: str, url: httpx.URL, limited: bool, **kwargs: Any) -> httpx.Response:
-        taken = None
+        extensions = None
         if limited and self._gate is not None and self._limiter is not None:
-            taken = await self._gate.acquire(self._limiter)
+            take = getattr(self._gate, "take", None)
+            if take is None:
+                await self._gate.acquire(self._limiter)
+            else:
+                extensions = {"trace": _confirm_on_send(await take(self._limiter))}
         counter = _current_counter.get()
         if counter is not None:
             counter.increment()
         what = f"{method} {url.path}"
-        extensions = {"trace": _on_sent(taken.sent)} if hasattr(taken, "sent") else None
         try:
             return await self._client.request(method, url, timeout=self._timeout, follow_redirects=False,
                                               extensions=extensions, **kwargs)

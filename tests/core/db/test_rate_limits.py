@@ -56,11 +56,10 @@ async def test_concurrent_callers_send_an_interval_apart_even_when_some_send_lat
 
     async def caller(n: int) -> None:
         while len(sends) < calls:
-            taken = await limits[n % 2].acquire("api")
+            taken = await limits[n % 2].take("api")
             await asyncio.sleep(next(lateness))  # what lies between the take and the bytes going out
-            sent = time.monotonic()
-            sends.append(sent)
-            await taken.sent(sent)
+            await taken.confirm()
+            sends.append(time.monotonic())
 
     try:
         await asyncio.wait_for(asyncio.gather(*(caller(n) for n in range(16))), 30)
@@ -71,5 +70,6 @@ async def test_concurrent_callers_send_an_interval_apart_even_when_some_send_lat
     gaps = [round(b - a, 4) for a, b in zip(sends, sends[1:])]
     assert min(gaps) >= interval, f"two sends closer than {interval}s: {sorted(gaps)[:5]}"
     # Busy: each gap is the interval + the margin + the previous call's lateness (16 ms on average
-    # here), so ~7.7 calls/s of 10; a limiter that lost turns would fall far below.
-    assert (len(sends) - 1) / (sends[-1] - sends[0]) >= 0.7 / interval
+    # here, more on a loaded machine), so ~7.7 calls/s of 10; a limiter that lost turns (a stale
+    # take waiting a whole extra interval) would fall to 5 or below.
+    assert (len(sends) - 1) / (sends[-1] - sends[0]) >= 0.6 / interval

