@@ -63,8 +63,7 @@ class Taken:
         for _ in range(_CONFIRM_ROUNDS):
             if time.monotonic() - self.at <= limits.margin / 2:
                 return
-            asked = time.monotonic()  # the new next_slot is set at or after this moment
-            next_slot = await limits._confirm(self)
+            next_slot, asked = await limits._confirm(self)
             if next_slot is not None:
                 self.next_slot, self.at = next_slot, asked
             else:
@@ -94,19 +93,22 @@ class RateLimits:
         except KeyError:
             raise QueueError(f"no rate limit named {name!r} is configured (PGJOBS_RATE_LIMITS)") from None
 
-    async def try_take(self, name: str) -> tuple[float, datetime | None]:
-        """Take the limiter now if its next call is due: (0.0, its new next_slot); else (the
-        seconds until it is due, None).
+    async def try_take(self, name: str) -> tuple[float, datetime | None, float]:
+        """Take the limiter now if its next call is due: (0.0, its new next_slot, when it was
+        asked); else (the seconds until it is due, None, when it was asked). "When": the
+        time.monotonic() just before the statement went out (after any wait for a pool
+        connection): the new next_slot was set after it.
 
         One autocommit statement, no transaction around it: the time from the take to the send
         is what the margin must cover, so it is kept to one round trip (a row lock on one row is
         its only wait)."""
         params = {"name": name, "interval_ms": self.interval(name) * 1000.0, "margin_ms": self._margin_ms}
         async with self._pool.connection() as conn:
+            asked = time.monotonic()
             cur = await conn.execute(L["rate_limit_take"], params)
             row = await cur.fetchone()
         # No row: a concurrent first call created the limiter after this statement's snapshot.
-        return (float(row[0]), row[1]) if row is not None else (0.001, None)
+        return (float(row[0]), row[1], asked) if row is not None else (0.001, None, asked)
 
     async def acquire(self, name: str) -> float:
         """Wait until this call may go out, and take it; return how long we waited."""
@@ -116,8 +118,7 @@ class RateLimits:
         """Wait until this call may go out, and take it; `confirm()` the result right before sending."""
         started = time.monotonic()
         while True:
-            asked = time.monotonic()
-            wait, next_slot = await self.try_take(name)
+            wait, next_slot, asked = await self.try_take(name)
             if wait <= 0 and next_slot is not None:
                 break
             # Callers that asked at once would all wake at once: spread them by a few ms so the
@@ -128,14 +129,15 @@ class RateLimits:
             self.observe(name, now - started)
         return Taken(self, name, next_slot, asked, now - started)
 
-    async def _confirm(self, taken: Taken) -> datetime | None:
-        """Move the next call out to an interval after now: the new next_slot; None when another
-        call was taken since `taken` (it is stale)."""
+    async def _confirm(self, taken: Taken) -> tuple[datetime | None, float]:
+        """Move the next call out to an interval after now: (the new next_slot, the monotonic time
+        just before the statement went out); None when another call was taken since `taken`."""
         params = {"name": taken.name, "taken_next": taken.next_slot}
         async with self._pool.connection() as conn:
+            asked = time.monotonic()
             cur = await conn.execute(L["rate_limit_confirm"], params)
             row = await cur.fetchone()
-        return row[0] if row is not None else None
+        return (row[0] if row is not None else None), asked
 
     async def penalize(self, name: str, seconds: float) -> None:
         params = {"name": name, "interval_ms": self.interval(name) * 1000.0, "seconds": max(0.0, seconds)}

@@ -164,7 +164,7 @@ def assert_paced(dsn: str, limiter: str, requests: list[dict[str, Any]], interva
                                    f" (s after their take: {late})")
     if min_rate is not None:
         rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
-        assert rate >= min_rate, f"{limiter}: {rate:.3f} calls/s < {min_rate} (gaps {sent})"
+        assert rate >= min_rate, f"{limiter}: {rate:.3f} calls/s < {min_rate} (gaps {sent}; s after their take: {late})"
 
 
 # Each check lists the rows that break it; an empty list everywhere means the chain is sound. Jobs of
