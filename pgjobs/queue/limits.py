@@ -35,7 +35,11 @@ L = load_queries("queue/limits.sql")
 # loop and the HTTP send. Lateness beyond the margin is pushed onto the next call (Taken.sent);
 # the margin covers what no caller can see (the reply's and the API's own scheduling: a few ms on a
 # loaded 2-core machine, tests/enrichment/e2e/test_chain_cli.py, four workers). At 1/s it costs 1 %.
-SEND_MARGIN = 0.010
+SEND_MARGIN = 0.015
+# How late a send may be after its planned moment before it is confirmed: the rest of the margin
+# (5 ms) is left for the API's own scheduling of what it records.
+_CONFIRM_AFTER = SEND_MARGIN - 0.005
+TAKE_LEAD = 0.1  # seconds a take may be granted ahead of its send (at most half the interval)
 _CONFIRM_ROUNDS = 4
 STATEMENT_TIMEOUT = 10.0  # seconds: a stalled limiter row never holds a caller forever
 
@@ -48,12 +52,14 @@ class Taken:
     def __init__(self, limits: "RateLimits", name: str, next_slot: datetime, at: float, waited: float) -> None:
         self.limits, self.name = limits, name
         self.next_slot = next_slot  # the row's next_slot as this take set it
-        self.at = at  # time.monotonic() when the take was asked for: next_slot was set after it
+        # The planned send, on time.monotonic(), reckoned from when the take was asked for: never
+        # later than the database's plan, so lateness is never underestimated.
+        self.at = at
         self.waited = waited
 
     async def confirm(self) -> None:
-        """The call is about to go out. Within half the margin of the take: nothing to do (the
-        other half covers the replies' own differences). Later (a busy loop, a new HTTP
+        """The call is about to go out. Within `confirm_after` of its planned moment: nothing to
+        do (the rest of the margin covers the API's own scheduling). Later (a busy loop, a new HTTP
         connection): move the next call to an interval after now, so the spacing holds from this
         send; and if another call was taken meanwhile (possible only past interval + margin), this
         take is stale: wait for a fresh one. A confirmation whose reply itself came back late is
@@ -61,7 +67,7 @@ class Taken:
         gets the margin only)."""
         limits = self.limits
         for _ in range(_CONFIRM_ROUNDS):
-            if time.monotonic() - self.at <= limits.margin / 2:
+            if time.monotonic() - self.at <= limits.confirm_after:
                 return
             next_slot, asked = await limits._confirm(self)
             if next_slot is not None:
@@ -80,6 +86,7 @@ class RateLimits:
         self._pool = pool
         self._intervals = dict(intervals)
         self.margin = margin
+        self.confirm_after = max(0.0, margin - (SEND_MARGIN - _CONFIRM_AFTER))
         self._margin_ms = margin * 1000.0
         self.observe = observe
 
@@ -102,7 +109,9 @@ class RateLimits:
         One autocommit statement, no transaction around it: the time from the take to the send
         is what the margin must cover, so it is kept to one round trip (a row lock on one row is
         its only wait)."""
-        params = {"name": name, "interval_ms": self.interval(name) * 1000.0, "margin_ms": self._margin_ms}
+        interval = self.interval(name)
+        params = {"name": name, "interval_ms": interval * 1000.0, "margin_ms": self._margin_ms,
+                  "lead_ms": min(TAKE_LEAD, interval / 2) * 1000.0}
         async with self._pool.connection() as conn:
             asked = time.monotonic()
             cur = await conn.execute(L["rate_limit_take"], params)
@@ -119,7 +128,12 @@ class RateLimits:
         started = time.monotonic()
         while True:
             wait, next_slot, asked = await self.try_take(name)
-            if wait <= 0 and next_slot is not None:
+            if next_slot is not None:
+                # Granted for a send `wait` from now: sleep from the reply (never early), judge
+                # lateness from the ask (never too lenient).
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                asked += wait
                 break
             # Callers that asked at once would all wake at once: spread them by a few ms so the
             # row sees a queue, not a stampede (the first one through wins; the rest ask again).

@@ -2,13 +2,14 @@
 -- moment the next call may go out, i.e. the last call's take time + interval.
 
 -- name: rate_limit_take
--- Take the limiter at the moment of sending, or say how long to wait: a call is let through only
--- when next_slot (+ %(margin_ms)s) has passed, and next_slot becomes the take time + interval, so
--- every call is spaced from the previous call's actual send, never from a slot reserved earlier
--- (a late wake-up followed by a punctual one sent two calls closer than the interval: issue 18).
--- The margin covers what happens between the take and the bytes reaching the server.
--- The fallback SELECT may read a next_slot older than a concurrent take's: the caller then only
--- asks again sooner.
+-- Take the limiter for a send at `go` = greatest(now, next_slot + %(margin_ms)s), granted only when
+-- `go` is at most %(lead_ms)s away: next_slot becomes go + interval. Taking a little ahead keeps
+-- this round trip out of the gap between two calls; taking no further ahead than that keeps the
+-- spacing a matter of actual sends: the caller sleeps until `go` and confirms the take right
+-- before sending (rate_limit_confirm), so a late sender moves the next call out (a late wake-up
+-- followed by a punctual one sent two calls closer than the interval: issue 18). Not granted:
+-- how long to wait before asking again. The fallback SELECT may read a next_slot older than a
+-- concurrent take's: the caller then only asks again sooner.
 WITH taken AS (
     INSERT INTO pgjobs.rate_limits AS r (name, interval_ms, next_slot, updated_at)
     VALUES (%(name)s, %(interval_ms)s, clock_timestamp() + make_interval(secs => %(interval_ms)s / 1000.0),
@@ -17,14 +18,18 @@ WITH taken AS (
     SET interval_ms = excluded.interval_ms,
         -- clock_timestamp() here, after the row lock: a take that queued behind another is
         -- anchored to when it went through.
-        next_slot = clock_timestamp() + make_interval(secs => excluded.interval_ms / 1000.0),
+        next_slot = greatest(clock_timestamp(), r.next_slot + make_interval(secs => %(margin_ms)s / 1000.0))
+                    + make_interval(secs => excluded.interval_ms / 1000.0),
         updated_at = clock_timestamp()
-    WHERE r.next_slot + make_interval(secs => %(margin_ms)s / 1000.0) <= clock_timestamp()
-    RETURNING 0.0::float8 AS wait_seconds, r.next_slot
+    WHERE r.next_slot + make_interval(secs => (%(margin_ms)s - %(lead_ms)s) / 1000.0) <= clock_timestamp()
+    RETURNING greatest(0.0, extract(epoch FROM r.next_slot - make_interval(secs => r.interval_ms / 1000.0)
+                                               - clock_timestamp()))::float8 AS wait_seconds,
+              r.next_slot
 )
 SELECT wait_seconds, next_slot FROM taken
 UNION ALL
-SELECT greatest(0.001, extract(epoch FROM r.next_slot - clock_timestamp()) + %(margin_ms)s / 1000.0)::float8,
+SELECT greatest(0.001, extract(epoch FROM r.next_slot - clock_timestamp())
+                       + (%(margin_ms)s - %(lead_ms)s) / 1000.0)::float8,
        NULL
 FROM pgjobs.rate_limits r
 WHERE r.name = %(name)s AND NOT EXISTS (SELECT FROM taken)
