@@ -1,16 +1,13 @@
 """Global rate limiters stored in PostgreSQL: one row per limiter, the earliest next call in it.
 
-`acquire(name)` takes the limiter at the moment of sending (sql/queue/limits.sql): one atomic
-upsert lets the call through only when `interval` has passed since the previous call *went
-through*, and otherwise says how long to wait, after which the caller asks again. So calls are
-spaced `interval` (+ a small send margin) apart across every process and host sharing the
-database, measured from the actual sends: a caller that wakes late pushes the next call out
-instead of leaving the next slot closer to its own (issue 18: slots 1.000 s apart, sends 0.944 s).
-Count what hits the API: acquire once per HTTP call, not per job. A caller that can tell when its
-bytes go out takes a `Taken` (`take(name)`) and `confirm()`s it right before: a send later than
-the take by more than half the send margin (a busy loop, a new connection) moves the next call
-out to an interval after it, so the spacing holds from the actual send (the enrichment providers confirm from
-an httpx trace hook).
+`acquire(name)` takes the limiter for one call (sql/queue/limits.sql): one atomic upsert grants a
+send moment `interval` + a small send margin after the previous call's, at most TAKE_LEAD ahead,
+or says how long to wait before asking again; the caller sleeps to that moment. `take(name)`
+returns the grant as a `Taken`, whose `confirm()` right before the bytes go out moves the next
+call out when this one is late, so calls are spaced from the actual sends across every process
+and host sharing the database (issue 18: slots 1.000 s apart, sends 0.944 s).
+Count what hits the API: acquire once per HTTP call, not per job (the enrichment providers take
+and confirm from an httpx trace hook).
 `penalize(name, seconds)` pushes every caller's next call out when the upstream says Retry-After.
 """
 
@@ -31,10 +28,11 @@ from pgjobs.sqlfiles import load_queries
 
 L = load_queries("queue/limits.sql")
 
-# Between the take (in the database) and the request reaching the API lie the reply, the caller's
-# loop and the HTTP send. Lateness beyond the margin is pushed onto the next call (Taken.sent);
-# the margin covers what no caller can see (the reply's and the API's own scheduling: a few ms on a
-# loaded 2-core machine, tests/enrichment/e2e/test_chain_cli.py, four workers). At 1/s it costs 1 %.
+# Between the planned send and the request reaching the API lie the caller's wake-up, its loop and
+# the HTTP send. Lateness past _CONFIRM_AFTER is confirmed onto the next call (Taken.confirm); the
+# margin covers what is left and what no caller can see (the API's own scheduling): 1.5 % at 1/s.
+# Measured: tests/enrichment/e2e/test_chain_cli.py, four workers, 40 calls, load ~2.5 on 2 cores:
+# no two MusicBrainz arrivals < 1.0 s apart, >= 0.97 calls/s.
 SEND_MARGIN = 0.015
 # How late a send may be after its planned moment before it is confirmed: the rest of the margin
 # (5 ms) is left for the API's own scheduling of what it records.
