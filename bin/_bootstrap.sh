@@ -1,5 +1,5 @@
 # Sourced by bin/pgjobs and bin/test: create .venv and install the project on first use, and
-# again whenever pyproject.toml changes, with every extra (test, enrichment, embedded, dashboard). Needs only
+# again whenever pyproject.toml changes, with every extra (test, enrichment, embedded, dashboard, metrics). Needs only
 # python3 (>= 3.11) on PATH.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +13,6 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "pgjobs: installing dependencies into .venv" >&2
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,enrichment,embedded,dashboard]" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,enrichment,embedded,dashboard,metrics]" >&2
   echo "$want" > "$stamp"
 fi

@@ -1,7 +1,9 @@
 """Structured log lines: `key=value` text (logfmt) or one JSON object per line.
 
 Fields passed with `extra={...}` become keys; the worker logs one line per job outcome with
-kind, job_id, root_id, attempt, outcome, state and duration_ms.
+kind, job_id, root_id, attempt, outcome, state and duration_ms. psycopg's and psycopg_pool's own
+warnings (logger "psycopg", e.g. "couldn't get a connection after 30 sec") go through the same
+handler, so a `PGJOBS_LOG_FORMAT=json` stream stays all JSON.
 """
 
 from __future__ import annotations
@@ -90,3 +92,7 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    driver = logging.getLogger("psycopg")  # and psycopg.pool beneath it
+    driver.handlers[:] = [handler]
+    driver.setLevel(max(logging.WARNING, logging.getLevelName(level.upper())))
+    driver.propagate = False

@@ -68,6 +68,17 @@ class Settings(BaseSettings):
     retention_interval: float = Field(default=600.0, gt=0)
     retention_batch: int = Field(default=1000, ge=1)
 
+    # Bounded waits on every connection (docs/settings.md "Connections"); 0 turns one off.
+    connect_timeout: float = Field(default=10.0, ge=0)  # seconds to establish a connection
+    keepalives_idle: int = Field(default=10, ge=1)  # TCP keepalive: idle seconds before the first probe
+    keepalives_interval: int = Field(default=5, ge=1)  # … seconds between probes
+    keepalives_count: int = Field(default=3, ge=1)  # … unanswered probes before the peer is dead
+    tcp_user_timeout: float = Field(default=30.0, ge=0)  # seconds sent data may stay unacknowledged
+    statement_timeout: float = Field(default=30.0, ge=0)  # on the queue's own statements
+    idle_in_transaction_timeout: float = Field(default=60.0, ge=0)  # server ends a stalled transaction
+    listener_probe_interval: float = Field(default=5.0, gt=0)  # seconds between the listener's probes
+    listener_probe_timeout: float = Field(default=5.0, gt=0)  # a probe unanswered this long: reconnect
+
     # Global rate limits over the app's own, e.g. "smtp=10/s,partner_api=60/min".
     rate_limits: str = ""
 

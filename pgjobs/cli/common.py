@@ -124,7 +124,8 @@ class Cli:
         return self._dsn
 
     def connect(self, *, migrated: bool = True, autocommit: bool = False) -> psycopg.Connection:
-        conn = database.connect(self.dsn(), autocommit=autocommit)
+        conn = database.connect(self.dsn(), autocommit=autocommit,
+                                timeouts=database.Timeouts.from_settings(self.settings))
         if migrated:
             try:
                 migrations.check_migrated(conn, self.app.components)

@@ -4,8 +4,8 @@ Enqueue sends `pg_notify('pgjobs', queue)`. The listener sets the producer's wak
 queues it serves. With a hand-off channel it also LISTENs there and holds the worker's liveness
 lock (a session advisory lock: enqueue_handoff only picks workers whose lock is held), and passes
 each job handed over on that channel to `handoff`. Every `probe_interval` it runs a query on the
-same session: a half-open or terminated connection fails the probe, and the listener reconnects
-with backoff, LISTENs again and wakes the producer so it catches up on anything enqueued while it
+same session, bounded by `probe_timeout`: a half-open, stalled or terminated connection fails the
+probe (or never answers it), the listener drops it and reconnects with backoff, LISTENs again and wakes the producer so it catches up on anything enqueued while it
 was deaf (the jittered poll covers the time in between).
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable, Mapping
 
 import psycopg
 from psycopg import sql
@@ -34,12 +34,17 @@ class Listener:
         *,
         handoff: Handoff | None = None,
         probe_interval: float = 5.0,
+        probe_timeout: float = 5.0,
+        connect_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """`connect_options`: psycopg connect() keywords (pgjobs.database.Timeouts.options)."""
         self._conninfo = conninfo
         self._queues = frozenset(queues)
         self._wake = wake
         self._handoff = handoff
         self._probe_interval = probe_interval
+        self._probe_timeout = probe_timeout
+        self._options = dict(connect_options or {"keepalives": 1})
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.backend_pid: int | None = None
@@ -48,10 +53,10 @@ class Listener:
         delay = 0.1
         while True:
             try:
-                async with await psycopg.AsyncConnection.connect(
-                    self._conninfo, autocommit=True, keepalives=1, keepalives_idle=10,
-                    keepalives_interval=5, keepalives_count=3,
-                ) as conn:
+                connecting = psycopg.AsyncConnection.connect(self._conninfo, autocommit=True, **self._options)
+                # connect_timeout bounds libpq's own wait, the session's statement_timeout the
+                # setup statements; this is the backstop for the whole connect.
+                async with await asyncio.wait_for(connecting, self._probe_timeout + 10) as conn:
                     conn.add_notify_handler(self._dispatch)  # before LISTEN: none may wait in a backlog
                     await conn.execute("LISTEN pgjobs")  # CHANNEL
                     if self._handoff:
@@ -100,11 +105,26 @@ class Listener:
                 loop.remove_reader(fd)
             if broken.done():
                 broken.result()  # raises: run() reconnects
-            # Same-session probe: proves the socket and the LISTEN are both still alive.
-            cur = await conn.execute("SELECT %s = ANY(ARRAY(SELECT pg_listening_channels()))", (CHANNEL,))
-            (listening,) = await cur.fetchone()
+            # Same-session probe: proves the socket and the LISTEN are both still alive. A peer that
+            # stops answering (half-open TCP) is given probe_timeout, never forever.
+            probe = asyncio.ensure_future(self._probe(conn))
+            await asyncio.wait([probe], timeout=self._probe_timeout)
+            if not probe.done():
+                # Drop the socket first: cancelling a running query would make psycopg send a
+                # cancel request to the peer that does not answer and wait for it.
+                conn.pgconn.finish()
+                probe.cancel()
+                await asyncio.wait([probe])
+                raise psycopg.OperationalError(f"listener probe unanswered after {self._probe_timeout}s")
+            listening = probe.result()
             if not listening:
                 raise psycopg.OperationalError("LISTEN registration lost")
+
+    @staticmethod
+    async def _probe(conn: psycopg.AsyncConnection) -> bool:
+        cur = await conn.execute("SELECT %s = ANY(ARRAY(SELECT pg_listening_channels()))", (CHANNEL,))
+        (listening,) = await cur.fetchone()
+        return bool(listening)
 
     def _dispatch(self, note: psycopg.Notify) -> None:
         if note.channel == CHANNEL:

@@ -47,6 +47,7 @@ class Producer:
     # Worker's state, as the producer uses it.
     pool: AsyncConnectionPool
     conninfo: str
+    connect_options: dict[str, Any]  # pgjobs.database.Timeouts.options: bounded waits, application_name
     worker_id: str
     queues: list[str]
     kinds: list[str]
@@ -116,8 +117,7 @@ class Producer:
         wake-up), while its generic plan is the same index scan per queue at any batch size."""
         if self._claimer is None or self._claimer.closed:
             conn = await psycopg.AsyncConnection.connect(
-                self.conninfo, autocommit=True, prepare_threshold=0, keepalives=1, keepalives_idle=10,
-                keepalives_interval=5, keepalives_count=3)
+                self.conninfo, autocommit=True, prepare_threshold=0, **self.connect_options)
             await conn.execute("SET plan_cache_mode = force_generic_plan")
             self._claimer = conn
         return self._claimer

@@ -24,12 +24,13 @@ import time
 import uuid
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue import defaults
+from pgjobs.queue.bounded import bounded
 from pgjobs.queue.completer import Finished, GroupCommitter
 from pgjobs.queue.executor import ErrorHook, Executor
 from pgjobs.queue.handoff import Handoff
@@ -41,7 +42,15 @@ from pgjobs.queue.outcomes import HandBack
 from pgjobs.queue.producer import Producer
 from pgjobs.queue.registry import Registry
 
+if TYPE_CHECKING:
+    from pgjobs.database import Timeouts
+
 log = logging.getLogger("pgjobs.worker")
+
+
+def new_worker_id() -> str:
+    """host:pid:random — also the application_name of every connection the worker opens."""
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 # A worker with hand-offs off offers nothing (idle_slots 0): these only fill the claim's parameters.
 _NO_OFFER: dict[str, Any] = {"channel": "", "lock_key": 0, "handoff_token": None}
@@ -56,6 +65,8 @@ class WorkerHooks:
     claimed: Callable[[list[Job]], None] | None = None
     finished: Callable[[Finished], None] | None = None
     idle: Callable[[], None] | None = None  # a claim found nothing to run
+    rescued: Callable[[int], None] | None = None  # the rescuer re-queued this many expired leases
+    committed: Callable[[int, float], None] | None = None  # a group of n outcomes written, in seconds
 
 
 class Worker(Producer, GroupCommitter):
@@ -83,7 +94,12 @@ class Worker(Producer, GroupCommitter):
         app_name: str = "pgjobs",
         handoff: bool = defaults.HANDOFF,
         retention: Retention | None = None,
+        timeouts: "Timeouts | None" = None,
     ) -> None:
+        """`timeouts`: the bounded waits of the worker's own sessions (claimer, listener) and of
+        its upkeep statements (default: the PGJOBS_* settings' defaults); the pool brings its own."""
+        from pgjobs.database import Timeouts  # pgjobs.database -> settings -> pgjobs.queue: import late
+
         self.pool = pool
         self.registry = registry
         self.limits = limits
@@ -101,7 +117,10 @@ class Worker(Producer, GroupCommitter):
         self.burst_waits_for_scheduled = burst_waits_for_scheduled
         self.hooks = hooks or WorkerHooks()
         self.state = state  # handed to every handler as ctx.state (the app's lifespan's value)
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
+        self.worker_id = worker_id or new_worker_id()
+        self.timeouts = timeouts or Timeouts.default()
+        # The claimer and the listener: sessions only the queue uses, so statement_timeout applies.
+        self.connect_options = self.timeouts.options(self.worker_id, statement_timeout=True)
         self.executor = Executor(registry, pool, limits, self.worker_id, state, on_error)
         self.conninfo = conninfo
         self.retention = retention  # finished families pruned by the rescue loop (pgjobs.queue.maintenance)
@@ -109,7 +128,10 @@ class Worker(Producer, GroupCommitter):
         self._handoff = Handoff(self._handed) if handoff else None
         self._offer_params = {"channel": self._handoff.channel, "lock_key": self._handoff.lock_key,
                               "handoff_token": self._handoff.token} if self._handoff else _NO_OFFER
-        self.listener = Listener(conninfo, self.queues, self._wake_up, handoff=self._handoff)
+        self.listener = Listener(conninfo, self.queues, self._wake_up, handoff=self._handoff,
+                                 probe_interval=self.timeouts.listener_probe_interval,
+                                 probe_timeout=self.timeouts.listener_probe_timeout,
+                                 connect_options=self.connect_options)
         self._claimer: psycopg.AsyncConnection | None = None  # the producer's own session
         self._wake = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -179,14 +201,14 @@ class Worker(Producer, GroupCommitter):
     async def _register(self) -> None:
         """Our row in pgjobs.workers, written at start and refreshed by every heartbeat."""
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection() as conn, bounded(conn, self.timeouts.statement_timeout):
                 await conn.execute(Q["upsert_worker"], self._worker_row())
         except psycopg.OperationalError as exc:  # the heartbeat writes it once the database answers
             log.warning("could not register the worker (%s)", type(exc).__name__)
 
     async def _unregister(self) -> None:
         try:
-            async with self.pool.connection() as conn:
+            async with self.pool.connection() as conn, bounded(conn, self.timeouts.statement_timeout):
                 await conn.execute(Q["delete_worker"], {"worker_id": self.worker_id})
         except psycopg.OperationalError as exc:
             log.warning("could not remove the worker's row (%s); it ages out", type(exc).__name__)
@@ -203,6 +225,15 @@ class Worker(Producer, GroupCommitter):
         self._tasks.pop(job.id, None)
         self._done.put_nowait(Finished(job, outcome, (time.perf_counter() - started) * 1000))
 
+    async def _write(self, batch: list[Finished]) -> None:
+        """The completer's group write (pgjobs.queue.completer), timed for the `committed` hook."""
+        if self.hooks.committed is None:
+            await super()._write(batch)
+            return
+        started = time.perf_counter()
+        await super()._write(batch)
+        self.hooks.committed(len(batch), time.perf_counter() - started)
+
     # --- upkeep -------------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
@@ -215,7 +246,7 @@ class Worker(Producer, GroupCommitter):
             params = {"ids": [j.id for j in held], "tokens": [j.lease_token for j in held],
                       "lease_seconds": self.lease_seconds}
             try:
-                async with self.pool.connection() as conn:
+                async with self.pool.connection() as conn, bounded(conn, self.timeouts.statement_timeout):
                     cur = await conn.execute(Q["extend_leases"], params)
                     alive = {row[0] for row in await cur.fetchall()}
             except psycopg.OperationalError as exc:
@@ -231,11 +262,15 @@ class Worker(Producer, GroupCommitter):
     async def _rescue_loop(self) -> None:
         while True:
             try:
+                # Not bounded by statement_timeout: kinds' on_lease_expired hooks run in it.
                 async with self.pool.connection() as conn:
-                    await rescue_expired(conn, self.registry)
-                    await conn.execute(Q["prune_dead_waiters"])
+                    rescued = await rescue_expired(conn, self.registry)
+                    async with bounded(conn, self.timeouts.statement_timeout):
+                        await conn.execute(Q["prune_dead_waiters"])
                     if self.retention is not None:
                         await self.retention.tick(conn)
+                if rescued and self.hooks.rescued is not None:
+                    self.hooks.rescued(len(rescued))
             except psycopg.OperationalError as exc:
                 log.warning("rescuer failed (%s)", exc)
             await asyncio.sleep(max(0.5, self.lease_seconds / 2) * random.uniform(0.8, 1.2))

@@ -420,24 +420,3 @@ SELECT queue, state::text AS state, count(*) AS jobs,
 FROM pgjobs.jobs
 GROUP BY queue, state
 ORDER BY queue, state;
-
--- name: rate_limit_acquire
--- Reserve the next slot of a global limiter: slots are spaced %(interval_ms)s apart across every
--- process, so there is never a burst at a window edge. Returns how long to wait for the slot.
-INSERT INTO pgjobs.rate_limits AS r (name, interval_ms, next_slot, updated_at)
-VALUES (%(name)s, %(interval_ms)s, clock_timestamp() + make_interval(secs => %(interval_ms)s / 1000.0),
-        clock_timestamp())
-ON CONFLICT (name) DO UPDATE
-SET interval_ms = excluded.interval_ms,
-    next_slot = greatest(r.next_slot, clock_timestamp()) + make_interval(secs => excluded.interval_ms / 1000.0),
-    updated_at = clock_timestamp()
-RETURNING greatest(0, extract(epoch FROM (r.next_slot - make_interval(secs => r.interval_ms / 1000.0))
-                                      - clock_timestamp())) AS wait_seconds;
-
--- name: rate_limit_penalize
--- The upstream said "slow down" (Retry-After): no slot before now() + %(seconds)s for anyone.
-INSERT INTO pgjobs.rate_limits AS r (name, interval_ms, next_slot, updated_at)
-VALUES (%(name)s, %(interval_ms)s, clock_timestamp() + make_interval(secs => %(seconds)s), clock_timestamp())
-ON CONFLICT (name) DO UPDATE
-SET next_slot = greatest(r.next_slot, clock_timestamp() + make_interval(secs => %(seconds)s)),
-    updated_at = clock_timestamp();

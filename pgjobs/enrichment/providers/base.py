@@ -12,7 +12,7 @@ from __future__ import annotations
 import email.utils
 import json
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any, ClassVar, Protocol, TypeVar
@@ -44,11 +44,22 @@ class RateGate(Protocol):
     def interval(self, name: str) -> float:
         """Seconds between this limiter's calls; QueueError when no such limiter is configured."""
 
-    async def acquire(self, name: str) -> None:
-        """Wait for this limiter's next slot (called before every HTTP request)."""
+    async def acquire(self, name: str) -> Any:
+        """Wait for this limiter's next slot (called before every HTTP request). A gate that also
+        has `take(name)` (RateLimits) is asked that instead, and what it returns is `confirm()`ed
+        right before the request's bytes go out."""
 
     async def penalize(self, name: str, seconds: float) -> None:
         """The server said Retry-After: hold this limiter's slots back for `seconds`."""
+
+
+def _confirm_on_send(taken: Any) -> Callable[[str, Any], Awaitable[None]]:
+    """An httpcore trace hook confirming the limiter's take right before the request's bytes are
+    written (after any new connection), so the spacing holds from the send (pgjobs.queue.limits)."""
+    async def trace(event: str, info: Any) -> None:
+        if event.endswith("send_request_headers.started"):
+            await taken.confirm()
+    return trace
 
 
 def has_limiter(gate: RateGate | None, name: str) -> bool:
@@ -195,14 +206,20 @@ class BaseProvider:
         raise self._error(BadResponse, f"more than {MAX_REDIRECTS} redirects from {method} {httpx.URL(url).path}")
 
     async def _send_once(self, method: str, url: httpx.URL, limited: bool, **kwargs: Any) -> httpx.Response:
+        extensions = None
         if limited and self._gate is not None and self._limiter is not None:
-            await self._gate.acquire(self._limiter)
+            take = getattr(self._gate, "take", None)
+            if take is None:
+                await self._gate.acquire(self._limiter)
+            else:
+                extensions = {"trace": _confirm_on_send(await take(self._limiter))}
         counter = _current_counter.get()
         if counter is not None:
             counter.increment()
         what = f"{method} {url.path}"
         try:
-            return await self._client.request(method, url, timeout=self._timeout, follow_redirects=False, **kwargs)
+            return await self._client.request(method, url, timeout=self._timeout, follow_redirects=False,
+                                              extensions=extensions, **kwargs)
         except httpx.TimeoutException as exc:
             # `from None`: the httpx exception holds the request, and with it the credentials.
             raise self._error(

@@ -107,7 +107,8 @@ def unfinished_jobs(dsn: str) -> int:
 # --- the global rate limiters -----------------------------------------------------------------------
 
 # Test instrumentation on the test's own database: every slot a limiter hands out, as the row's
-# new next_slot minus its interval (exactly what rate_limit_acquire's RETURNING computes).
+# new next_slot minus its interval: the moment rate_limit_take let the call through (rate_limit_sent
+# leaves updated_at alone: it is no take).
 _SLOT_RECORDER = """
 CREATE TABLE public.e2e_limiter_slots (name text NOT NULL, slot timestamptz NOT NULL);
 CREATE FUNCTION public.e2e_record_slot() RETURNS trigger LANGUAGE plpgsql AS $$
@@ -116,7 +117,7 @@ BEGIN
     VALUES (NEW.name, NEW.next_slot - make_interval(secs => NEW.interval_ms / 1000.0));
     RETURN NEW;
 END $$;
-CREATE TRIGGER e2e_record_slot AFTER INSERT OR UPDATE ON pgjobs.rate_limits
+CREATE TRIGGER e2e_record_slot AFTER INSERT OR UPDATE OF updated_at ON pgjobs.rate_limits
     FOR EACH ROW EXECUTE FUNCTION public.e2e_record_slot();
 """
 
@@ -135,18 +136,16 @@ def _db_clock_offset(conn: psycopg.Connection) -> tuple[float, float]:
     return db_now - (before + after) / 2, (after - before) / 2
 
 
-def assert_paced(dsn: str, limiter: str, requests: list[dict[str, Any]], interval: float) -> None:
+def assert_paced(dsn: str, limiter: str, requests: list[dict[str, Any]], interval: float,
+                 *, min_rate: float | None = None) -> None:
     """The global limiter held `limiter`'s calls (as the sandbox recorded them) to one per `interval`.
 
-    Two statements, each exact, instead of "arrivals >= interval - slack apart":
-    1. the limiter handed out one slot per call, consecutive slots `interval` apart (database
-       arithmetic on one clock: no slack);
-    2. no call went out before its slot: the k-th arrival is no earlier than the k-th slot, so by any
-       moment the API has seen no more calls than the schedule allows.
-    Arrival gaps themselves may dip below `interval`: a call is always *late* for its slot by the
-    database reply, the caller's timer and the HTTP send, and that lateness differs per call (it
-    reached 120 ms on a loaded 2-core machine), so a late call followed by a punctual one lands
-    less than `interval` after it without any slot being shared.
+    1. the limiter let one call through per request, each take `interval` or more after the last
+       (database arithmetic on one clock: no slack);
+    2. no call went out before its take: the k-th arrival is no earlier than the k-th take;
+    3. the API's own view: no two arrivals closer than `interval` (the limiter takes at the send,
+       with a margin for what lies between the take and the API: pgjobs.queue.limits);
+    4. with `min_rate`: the API stayed busy, calls/s over the whole run >= min_rate.
     """
     with psycopg.connect(dsn, autocommit=True) as conn:
         slots = [row[0] for row in conn.execute(
@@ -160,6 +159,12 @@ def assert_paced(dsn: str, limiter: str, requests: list[dict[str, Any]], interva
     late = [round(arrival - (slot - offset), 4) for slot, arrival in zip(slots, arrivals)]
     # 2 ms on top of the measured clock uncertainty: float rounding of epoch seconds, timer resolution.
     assert min(late) >= -(uncertainty + 0.002), f"{limiter}: a call went out before its slot (s late: {late})"
+    sent = [round(b - a, 4) for a, b in zip(arrivals, arrivals[1:])]
+    assert min(sent) >= interval, (f"{limiter}: two calls arrived less than {interval}s apart: {sorted(sent)[:5]}"
+                                   f" (s after their take: {late})")
+    if min_rate is not None:
+        rate = (len(arrivals) - 1) / (arrivals[-1] - arrivals[0])
+        assert rate >= min_rate, f"{limiter}: {rate:.3f} calls/s < {min_rate} (gaps {sent}; s after their take: {late})"
 
 
 # Each check lists the rows that break it; an empty list everywhere means the chain is sound. Jobs of
