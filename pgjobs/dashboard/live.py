@@ -29,6 +29,7 @@ class Live:
         self.dsn = dsn
         self.version = 0
         self._changed = asyncio.Event()
+        self._ready = asyncio.Event()  # LISTEN is in place: a change from now on is not missed
         self._task: asyncio.Task | None = None
 
     def _bump(self) -> None:
@@ -49,6 +50,7 @@ class Live:
                         if last is not None and mark != last:
                             self._bump()
                         last = mark
+                        self._ready.set()
                         async for _ in conn.notifies(timeout=1.0, stop_after=1):
                             self._bump()
             except asyncio.CancelledError:
@@ -59,6 +61,12 @@ class Live:
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(self._listen())
+
+    async def ready(self, timeout: float = 5.0) -> None:
+        """Start the listener and wait (bounded) until it listens."""
+        self.start()
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._ready.wait(), timeout)
 
     async def changes(self, since: int | None = None) -> AsyncIterator[int | None]:
         """Yield the version after each (debounced) change, None as a keepalive. `since`: the version
@@ -90,6 +98,8 @@ async def events(request: Request) -> StreamingResponse:
     live: Live | None = request.app.state.runtime.live
 
     async def stream() -> AsyncIterator[str]:
+        if live is not None:
+            await live.ready()  # the first line means: changes from here on reach this stream
         yield "retry: 3000\n\n"
         if live is None:
             return
