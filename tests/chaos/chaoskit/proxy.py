@@ -73,6 +73,8 @@ class Proxy:
         finally:
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
+            if not self._thread.is_alive():
+                self._loop.close()
 
     # -- the loop's side -------------------------------------------------------------------------
     async def _listen(self, name: str) -> int:
@@ -108,6 +110,9 @@ class Proxy:
         for listener in self._listeners.values():
             listener.server.close()
             listener.flowing.set()
+        for listener in self._listeners.values():
+            await listener.server.wait_closed()
+        await asyncio.sleep(0)  # let the aborted pipes' tasks finish
 
     async def _accept(self, listener: _Listener, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pipe = _Pipe(writer)
