@@ -69,7 +69,7 @@ to check a change; a scenario that fails is reported as failed, with what broke.
   Two real `pgjobs --app chaoskit.app:app worker --concurrency 4` processes, lease
   {LEASE_SECONDS:.0f} s (`PGJOBS_LEASE_SECONDS`), poll 0.5 s. The fault strikes once 15 % of the jobs
   are done and both workers have completed some.
-- **Invariants, after every scenario.** Every job `succeeded` within 60 s of the heal; exactly one
+- **Invariants, after every scenario.** Every job `succeeded` within 90 s of the heal; exactly one
   effect row per job (none orphaned); no job `running` on a lease that expired more than
   {STRANDED_GRACE:.0f} s earlier (3 leases: a live rescuer runs every half lease), sampled every
   ~0.1-0.25 s throughout; no worker process exited (nobody restarts them).

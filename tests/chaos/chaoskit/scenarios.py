@@ -78,12 +78,20 @@ def half_open(run: Run, seconds: float = 20.0) -> None:
 
 def partition(run: Run) -> None:
     run.wait_mid()
+    (worker_id,), = run.db.q("SELECT worker_id FROM pgjobs.workers WHERE pid = %s", (run.workers["a"].pid,))
     run.lab.proxy.blackhole(run.listener["a"])
     struck = time.time()
     drained = run.drain()
-    run.result.recovery_s = None if drained is None else time.time() - struck
-    run.result.recovery_what = "partition -> the other worker finished every job"
-    run.result.check("the other worker finished the partitioned one's jobs", drained is not None)
+    run.result.check("the other worker finished every job", drained is not None)
+    (rescued, last), = run.db.q(
+        "SELECT count(*), extract(epoch FROM max(e.at))::float8 FROM pgjobs.jobs j JOIN chaos_effects e "
+        "ON e.job_id = j.id WHERE j.errors @> jsonb_build_array(jsonb_build_object("
+        "'outcome', 'lease_expired', 'worker', %s::text))", (worker_id,))
+    run.result.recovery_s = None if last is None else last - struck
+    run.result.recovery_what = "partition -> the last of its jobs finished by the other worker"
+    run.result.notes.append(f"{rescued} jobs rescued from the partitioned worker; the other drained the rest "
+                            f"{_fmt(None if drained is None else time.time() - struck)} after the partition")
+    run.result.check("the partitioned worker's jobs were rescued", rescued > 0)
     # The stranded worker's network comes back: whatever it still sends must be fenced.
     run.lab.proxy.restore(run.listener["a"])
     run.watch(LEASE_SECONDS)
@@ -153,7 +161,12 @@ def read_only(run: Run, seconds: float = 5.0) -> None:
     recovered = run.result.check("work resumed within 30 s of clearing", run.result.recovery_s is not None)
     said = sum("read-only" in p.log_path.read_text(errors="replace") for p in run.workers.values())
     run.result.notes.append(f"{said} of {len(run.workers)} workers logged a read-only error")
-    if not recovered:
+    dead = [w for w, p in list(run.workers.items()) if not p.alive()]
+    if dead:  # nothing lost? a fresh worker (the restart nobody should need) must finish exactly once
+        run.result.notes.append(f"worker(s) {', '.join(dead)} exited on the read-only error; "
+                                "the harness started a fresh one to finish the jobs")
+        run.add_worker("c")
+    elif not recovered:
         run.result.notes.append(f"harness then terminated {_terminate(run)} sessions (they stayed read-only)")
     run.result.check("every job finished once writable", run.drain() is not None)
 
