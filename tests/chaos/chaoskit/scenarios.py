@@ -11,6 +11,8 @@ from typing import Callable
 import psycopg
 from psycopg import sql as pgsql
 
+from pgjobs.queue import enqueue
+
 from chaoskit.runner import Lab, Result, Run
 from chaoskit.workload import LEASE_SECONDS, query
 
@@ -82,15 +84,20 @@ def partition(run: Run) -> None:
     run.lab.proxy.blackhole(run.listener["a"])
     struck = time.time()
     drained = run.drain()
+    drained = None if drained is None else time.time() - struck
     run.result.check("the other worker finished every job", drained is not None)
-    (rescued, last), = run.db.q(
-        "SELECT count(*), extract(epoch FROM max(e.at))::float8 FROM pgjobs.jobs j JOIN chaos_effects e "
-        "ON e.job_id = j.id WHERE j.errors @> jsonb_build_array(jsonb_build_object("
-        "'outcome', 'lease_expired', 'worker', %s::text))", (worker_id,))
-    run.result.recovery_s = None if last is None else last - struck
-    run.result.recovery_what = "partition -> the last of its jobs finished by the other worker"
-    run.result.notes.append(f"{rescued} jobs rescued from the partitioned worker; the other drained the rest "
-                            f"{_fmt(None if drained is None else time.time() - struck)} after the partition")
+    (rescued, requeued, last), = run.db.q(
+        "SELECT count(*), extract(epoch FROM max((x->>'at')::timestamptz))::float8, "
+        "extract(epoch FROM max(e.at))::float8 FROM pgjobs.jobs j JOIN chaos_effects e ON e.job_id = j.id "
+        "CROSS JOIN LATERAL jsonb_array_elements(j.errors) x "
+        "WHERE x->>'outcome' = 'lease_expired' AND x->>'worker' = %s", (worker_id,))
+    run.result.recovery_s = None if requeued is None else requeued - struck
+    run.result.recovery_what = "partition -> the last of its jobs re-queued by the other worker's rescuer"
+    run.result.notes.append(
+        f"{rescued} jobs rescued from the partitioned worker, the last finished "
+        f"{_fmt(None if last is None else last - struck)} after the partition (rescued jobs go to the back "
+        f"of the queue); the other worker drained everything {_fmt(None if drained is None else drained)} "
+        "after it")
     run.result.check("the partitioned worker's jobs were rescued", rescued > 0)
     # The stranded worker's network comes back: whatever it still sends must be fenced.
     run.lab.proxy.restore(run.listener["a"])
@@ -173,12 +180,15 @@ def read_only(run: Run, seconds: float = 5.0) -> None:
 
 def handoff_partitioned(run: Run, count: int = 20) -> None:
     offering = run.until(lambda: run.db.q("SELECT count(*) FROM pgjobs.waiters WHERE free > 0")[0][0] >= 2, 30)
-    if not offering:
-        run.result.notes.append("the two workers never both offered hand-offs")
-    run.lab.proxy.blackhole(run.listener["a"])
+    run.result.check("both idle workers offered hand-offs", offering)
+    # Hand-off picks the oldest offer: partition that worker, the one an enqueue would hand to.
+    pids = [pid for (pid,) in run.db.q("SELECT k.pid FROM pgjobs.waiters w JOIN pgjobs.workers k USING (worker_id) "
+                                       "WHERE w.free > 0 ORDER BY w.since")]
+    victim = next((w for w, p in run.workers.items() if pids and p.pid == pids[0]), "a")
+    run.result.notes.append(f"partitioned worker {victim}, the one whose offer is oldest")
+    run.lab.proxy.blackhole(run.listener[victim])
     run.watch(1.0)
     with psycopg.connect(run.db.dsn, autocommit=True) as conn:
-        from pgjobs.queue import enqueue
         for _ in range(count):
             enqueue(conn, "chaos", {"sleep_ms": 0}, max_attempts=25)
             run.watch(0.25)
