@@ -20,7 +20,7 @@ from typing import Iterator
 import pytest
 
 from chaoskit.cluster import Cluster
-from chaoskit.workload import LEASE_SECONDS, Template, WorkerProc, wait_until, worker_env
+from chaoskit.workload import Template, WorkerProc, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +104,6 @@ def test_two_hosts_finish_the_work_of_a_third_cut_off_mid_drain(hosts, tmp_path)
             def states() -> dict[str, int]:
                 return dict(db.q("SELECT state::text, count(*) FROM pgjobs.jobs GROUP BY 1"))
             assert wait_until(lambda: states() == {"succeeded": n}, 45), states()
-            took = time.time() - struck
 
             (with_effect, dupes), = db.q("SELECT count(*), count(*) FILTER (WHERE c > 1) FROM "
                                          "(SELECT job_id, count(*) c FROM chaos_effects GROUP BY 1) e")
@@ -115,7 +114,6 @@ def test_two_hosts_finish_the_work_of_a_third_cut_off_mid_drain(hosts, tmp_path)
                            "WHERE j.errors @> jsonb_build_array(jsonb_build_object("
                            "'outcome', 'lease_expired', 'worker', %s::text))", (cut_id,))
             assert rescued and {w for (w,) in rescued} <= {h.netns for h in hosts[1:]}, rescued
-            assert took > LEASE_SECONDS
             late = db.q("SELECT count(*) FROM chaos_effects WHERE worker = %s AND at > to_timestamp(%s)",
                         (cut.netns, struck + 1))[0][0]
             assert late == 0, "the cut-off host still completed jobs"
