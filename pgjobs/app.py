@@ -29,7 +29,7 @@ from typing import Any, AsyncIterator, Callable, Mapping, Sequence
 import psycopg
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
-from pgjobs.errors import ConfigError
+from pgjobs.errors import ConfigError, validation_message
 from pgjobs.migrations import Component
 from pgjobs.queue.context import JobContext, JobTransaction
 from pgjobs.queue.errors import PayloadError
@@ -149,9 +149,7 @@ class Task:
         try:
             return self.payload_model.model_validate(data).model_dump(mode="json")
         except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
-            raise PayloadError(f"invalid payload for {self.kind}: {where}: {first.get('msg')}") from None
+            raise PayloadError(f"invalid payload for {self.kind}: {validation_message(exc)}") from None
 
     def spec(self, payload: Mapping[str, Any] | BaseModel | None = None, **fields: Any) -> JobSpec:
         return JobSpec(kind=self.kind, payload=self.payload(payload, **fields), **self._options)

@@ -21,6 +21,7 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
 from pgjobs import jsontext
+from pgjobs.errors import validation_message
 from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, ENTITIES, MAX_ATTEMPTS, PAYLOADS, PRIORITY, SOURCES, Op, Payload
 from pgjobs.enrichment.providers import Providers, ProviderError, RateLimited, count_api_calls
 from pgjobs.queue import (Complete, CopyInto, Discard, Enqueued, Job, JobContext, JobTransaction, Outcome, RescuedJob,
@@ -141,8 +142,7 @@ def make_handler(op: Op, processor: Processor) -> Callable[[JobContext], Awaitab
             try:
                 payload = model.model_validate(raw)
             except ValidationError as exc:
-                first = exc.errors()[0]
-                problem = f"{'.'.join(str(p) for p in first.get('loc', ())) or 'payload'}: {first.get('msg')}"
+                problem = validation_message(exc)
                 result = Result("FAILED", "invalid payload; not retried", error_code="INVALID_PAYLOAD",
                                 error_message=problem, outcome=Discard(problem))
             else:

@@ -24,6 +24,7 @@ from typing import Any, Awaitable, Callable, Sequence
 from psycopg_pool import AsyncConnectionPool
 from pydantic import ValidationError
 
+from pgjobs.errors import validation_message
 from pgjobs.queue.context import JobContext
 from pgjobs.queue.jobs import Job
 from pgjobs.queue.limits import RateLimits
@@ -45,13 +46,6 @@ def traceback_text(exc: BaseException) -> str:
 
 class _Timeout(Exception):
     """The handler's own deadline passed (not a TimeoutError the handler raised itself)."""
-
-
-def _validation_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(part) for part in first.get("loc", ())) or "payload"
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    return f"{where}: {first.get('msg')}{more}"
 
 
 class Executor:
@@ -98,23 +92,18 @@ class Executor:
             try:  # straight from the stored JSON text into the model (pydantic's own parser)
                 payload = handler.payload_model.model_validate_json(job.payload_json)
             except ValidationError as exc:
-                return Discard(f"invalid payload for {job.kind}: {_validation_message(exc)}")
+                return Discard(f"invalid payload for {job.kind}: {validation_message(exc, count_more=True)}")
             ctx = JobContext(job, self.pool, self.limits, self.worker_id, payload, self.state)
         else:
             ctx = JobContext(job, self.pool, self.limits, self.worker_id, None, self.state)
+        call = handler.run(ctx) if handler.is_async else asyncio.to_thread(handler.run, ctx)
         if handler.timeout is None:
-            if handler.is_async:
-                result = await handler.run(ctx)
-            else:
-                result = await asyncio.to_thread(handler.run, ctx)
+            result = await call
         else:
             deadline = asyncio.timeout(handler.timeout)
             try:
                 async with deadline:
-                    if handler.is_async:
-                        result = await handler.run(ctx)
-                    else:
-                        result = await asyncio.to_thread(handler.run, ctx)
+                    result = await call
             except TimeoutError as exc:
                 if not deadline.expired():
                     raise  # the handler's own TimeoutError: an ordinary failure

@@ -60,6 +60,7 @@ class Producer:
     hooks: WorkerHooks
     _handoff: handoff.Handoff | None
     _offer_params: dict[str, Any]
+    _floors: ClaimFloors  # where this worker's claims start (pgjobs.queue.floors)
     _claimer: psycopg.AsyncConnection | None
     _wake: asyncio.Event
     _stopping: asyncio.Event
@@ -132,7 +133,7 @@ class Producer:
         token = uuid.uuid4()
         params = {"queues": self.queues, "kinds": self.kinds, "limit": limit, "lease_seconds": self.lease_seconds,
                   "worker_id": self.worker_id, "idle_slots": offer, "lease_token": token} | self._offer_params
-        floors = self._claim_floors()
+        floors = self._floors
         conn = await self._claimer_conn()
         started = time.perf_counter()
         cur = await conn.execute(Q["claim_jobs"], params | floors.params())
@@ -143,14 +144,6 @@ class Producer:
         if not jobs and self.hooks.idle:
             self.hooks.idle()
         return len(jobs)
-
-    def _claim_floors(self) -> ClaimFloors:
-        """Where this worker's claims start (pgjobs.queue.floors); made on first use, so Worker
-        needs no field for it."""
-        floors = getattr(self, "_floors", None)
-        if floors is None:
-            floors = self._floors = ClaimFloors(self.queues, self.kinds)
-        return floors
 
     def _start(self, jobs: list[Job]) -> None:
         loop = asyncio.get_running_loop()
@@ -232,7 +225,7 @@ class Producer:
         """Sleep until the jittered poll, or sooner when a scheduled job comes due."""
         wait = self.poll_interval * random.uniform(0.8, 1.2)
         conn = await self._claimer_conn()
-        cur = await conn.execute(Q["next_run_at"], self._claim_floors().params(claim=False))
+        cur = await conn.execute(Q["next_run_at"], self._floors.params(claim=False))
         (next_run_at,) = await cur.fetchone()
         if next_run_at is not None:
             due = (next_run_at - datetime.now(timezone.utc)).total_seconds()

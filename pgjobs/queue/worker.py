@@ -39,6 +39,7 @@ from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Listener
 from pgjobs.queue.maintenance import Retention, rescue_expired
 from pgjobs.queue.outcomes import HandBack
+from pgjobs.queue.floors import ClaimFloors
 from pgjobs.queue.producer import Producer
 from pgjobs.queue.registry import Registry
 
@@ -105,6 +106,7 @@ class Worker(Producer, GroupCommitter):
         self.limits = limits
         self.queues = list(dict.fromkeys(queues))
         self.kinds = registry.kinds()  # the only kinds this worker claims or is handed
+        self._floors = ClaimFloors(self.queues, self.kinds)
         self.app_name = app_name
         self.concurrency = concurrency
         # Claims sized to half the slots: a second batch is claimed while the first one runs.

@@ -112,7 +112,7 @@ async def fill(dsn: str, m: int, concurrency: int) -> tuple[Bench, float, float,
         watch = await run_burst(bench, pool, dsn, concurrency, workers=workers)
     finally:
         await pool.close()
-    return bench, enqueue_seconds, watch.seconds, workers[0]._claim_floors()
+    return bench, enqueue_seconds, watch.seconds, workers[0]._floors
 
 
 def poll(dsn: str, m: int, runs: int, concurrency: int) -> dict:
