@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     handoff: bool = defaults.HANDOFF  # PGJOBS_HANDOFF=false: idle workers make no hand-off offers
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    # OpenTelemetry: a span per attempt, one trace per root's family (pgjobs.tracing, the otel extra).
+    otel: bool = False
 
     # Retention: workers delete whole job families finished more than this many days ago (unset:
     # never; `pgjobs prune` still does it by hand), checking every `retention_interval` seconds, in

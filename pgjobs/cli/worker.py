@@ -51,6 +51,9 @@ async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str
                     settings.retention_days, interval=settings.retention_interval, batch=settings.retention_batch),
                 worker_id=worker_id, timeouts=timeouts,
             )
+            if settings.otel:  # after the lifespan: an app may configure its TracerProvider there
+                from pgjobs.tracing import instrument
+                await instrument(worker)
             scheduler = Scheduler(pool, app.schedules())
             async with AsyncExitStack() as stack:
                 if metrics_port is not None:
@@ -101,7 +104,8 @@ def _log_start(worker: Worker, dsn: str, intervals: dict[str, float]) -> None:
     log.info("worker started", extra={
         "version": __version__, "worker_id": worker.worker_id, "app": worker.app_name, "database": where,
         "queues": ",".join(worker.queues), "kinds": ",".join(worker.kinds), "concurrency": worker.concurrency,
-        "limits": ",".join(f"{name}={1 / seconds:g}/s" for name, seconds in sorted(intervals.items()))})
+        "limits": ",".join(f"{name}={1 / seconds:g}/s" for name, seconds in sorted(intervals.items())),
+        "tracing": "otel" if worker.executor.tracer is not None else "off"})
 
 
 async def _serve(worker: Worker, scheduler: Scheduler | None) -> int:
@@ -161,6 +165,9 @@ def worker(
     if metrics_port is not None:
         from pgjobs.metrics import require
         require()  # before connecting: a missing extra is a one-line usage error
+    if settings.otel:
+        from pgjobs.tracing import require as require_otel
+        require_otel()
     code = asyncio.run(run_worker(state.app, settings, state.dsn(), queues=queue, concurrency=concurrency,
                                   burst=burst, burst_waits_for_scheduled=wait_scheduled,
                                   metrics_port=metrics_port, metrics_host=metrics_host))

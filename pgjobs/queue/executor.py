@@ -57,9 +57,17 @@ class Executor:
         self.worker_id = worker_id
         self.state = state
         self.on_error = list(on_error)
+        # pgjobs.tracing.AttemptTracer when OpenTelemetry tracing is on (pgjobs.tracing.instrument);
+        # None costs one attribute test per attempt, and nothing of opentelemetry is imported.
+        self.tracer: Any = None
 
     async def execute(self, job: Job) -> Outcome:
         """The attempt's outcome; asyncio.CancelledError (shutdown, lost lease) propagates."""
+        if self.tracer is not None:
+            return await self.tracer.traced(job, self._attempt)
+        return await self._attempt(job)
+
+    async def _attempt(self, job: Job) -> Outcome:
         try:
             return await self._run(job)
         except Outcome as raised:
@@ -72,6 +80,7 @@ class Executor:
     async def _failed(self, job: Job, error: str, exc: BaseException) -> Retry:
         outcome = Retry(error)
         outcome.traceback = traceback_text(exc)
+        outcome.error_type = type(exc).__name__
         for hook in self.on_error:
             try:
                 result: Any = hook(job, error, outcome.traceback)

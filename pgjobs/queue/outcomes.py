@@ -49,6 +49,7 @@ class Outcome(Exception):
     rows: Rows | None = None  # appended after `write`, in the same savepoint
     on_write_error: Callable[[str], Write | None] | None = None
     traceback: str | None = None  # set by the executor on a Retry caused by an exception or a timeout
+    error_type: str | None = None  # … with the exception's class name (a trace's error.type)
 
     def __init__(self, message: str, *, write: Write | None = None, rows: Rows | None = None) -> None:
         super().__init__(message)

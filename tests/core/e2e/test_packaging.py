@@ -75,7 +75,8 @@ def test_the_core_requires_only_the_queue_s_dependencies(wheel):
     assert by_extra["dashboard"] == {"starlette", "jinja2", "uvicorn"}
     assert {"pytest", "testcontainers", "playwright"} <= by_extra["test"]
     assert by_extra["metrics"] == {"prometheus-client"}
-    assert set(message.get_all("Provides-Extra")) == {"enrichment", "embedded", "dashboard", "metrics", "test"}
+    assert by_extra["otel"] == {"opentelemetry-api", "opentelemetry-sdk"}
+    assert set(message.get_all("Provides-Extra")) == {"enrichment", "embedded", "dashboard", "metrics", "otel", "test"}
 
 
 def test_the_wheel_carries_the_dashboard_s_templates_and_static_files(wheel):
