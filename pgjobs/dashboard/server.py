@@ -145,6 +145,10 @@ async def reading(request: Request) -> AsyncIterator[psycopg.AsyncCursor]:
         async with (await rt.connection_pool()).connection() as conn:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL statement_timeout = {int(rt.timeout_ms)}")
+                # Optional filters are written `(%(x)s IS NULL OR col = %(x)s)`: planned with their
+                # values, the unused ones fold away and partial indexes apply (a generic plan of a
+                # statement psycopg prepared after five runs would keep both branches).
+                await conn.execute("SET LOCAL plan_cache_mode = force_custom_plan")
                 await conn.execute("SET TRANSACTION READ ONLY")
                 async with conn.cursor(row_factory=dict_row) as cur:
                     yield cur
