@@ -118,8 +118,7 @@ async def jobs(request: Request) -> Response:
 
 
 async def matching_ids(request: Request, filters: dict[str, Any], since: datetime, until: datetime) -> list[int]:
-    rows = await fetch(request, Q["jobs"], {**filters, "since": since, "until": until, "before": None,
-                                            "floor": None, "limit": BULK_CAP})
+    rows = await fetch(request, Q["matching_ids"], {**filters, "since": since, "until": until, "limit": BULK_CAP})
     return [r["id"] for r in rows]
 
 

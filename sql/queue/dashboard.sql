@@ -108,6 +108,22 @@ WHERE created_at >= %(since)s AND created_at < %(until)s
 ORDER BY id DESC
 LIMIT %(limit)s;
 
+-- name: matching_ids
+-- The ids "retry/cancel all matching" acts on (and the list previews the count of): the jobs
+-- list's filters without a page or a floor, ids only, at most %(limit)s.
+SELECT id
+FROM pgjobs.jobs
+WHERE created_at >= %(since)s AND created_at < %(until)s
+  AND (%(state)s::text IS NULL OR state = %(state)s::pgjobs.job_state)
+  AND (%(queue)s::text IS NULL OR queue = %(queue)s)
+  AND (%(kind)s::text IS NULL OR kind = %(kind)s)
+  AND (%(priority)s::int IS NULL OR priority = %(priority)s)
+  AND (%(id)s::bigint IS NULL OR id = %(id)s)
+  AND (%(root_id)s::bigint IS NULL OR root_id = %(root_id)s)
+  AND (%(payload)s::jsonb IS NULL OR payload @> %(payload)s::jsonb)
+ORDER BY id DESC
+LIMIT %(limit)s;
+
 -- name: top_id
 SELECT coalesce(max(id), 0) + 1 AS id FROM pgjobs.jobs;
 

@@ -146,9 +146,10 @@ def pages(dsn: str, runs: int) -> list[Page]:
                                "AND created_at < now() - interval '12 hours' ORDER BY created_at DESC LIMIT 1").fetchone()
         newest = conn.execute("SELECT job_id FROM enrichment_log WHERE is_root_job ORDER BY created_at DESC LIMIT 1"
                               ).fetchone()[0]
-        # Payload filters that match one family's album (jsonb containment): recent albums, a few jobs each.
+        # Payload filters that match one family's album (jsonb containment, a few jobs each): albums
+        # among the newest 20,000 ids, what a jobs page reads (pgjobs.dashboard.pages.SCAN_IDS).
         recent = conn.execute("SELECT id, payload->>'album_id' FROM pgjobs.jobs WHERE id > %s AND kind = 'ENRICH_ALBUM' "
-                              "AND created_at > now() - interval '20 hours' ORDER BY id LIMIT 500", (high - 200_000,)).fetchall()
+                              "ORDER BY id LIMIT 500", (high - 15_000,)).fetchall()
         albums = [recent[rng.randrange(len(recent))] for _ in range(runs)] if recent else []
         failed = conn.execute("SELECT id FROM pgjobs.jobs WHERE state = 'failed' ORDER BY id DESC LIMIT 1").fetchone()[0]
         entity = conn.execute("SELECT title FROM album ORDER BY created_at DESC LIMIT 1 OFFSET 100").fetchone()[0]
