@@ -143,6 +143,8 @@ async def reading(request: Request) -> AsyncIterator[psycopg.AsyncCursor]:
     rt = runtime(request)
     try:
         async with (await rt.connection_pool()).connection() as conn:
+            # Planned per call anyway (below): a server-side prepare would only add its own cost.
+            conn.prepare_threshold = None
             async with conn.transaction():
                 # One round trip. Optional filters are written `(%(x)s IS NULL OR col = %(x)s)`:
                 # planned with their values (plan_cache_mode), the unused ones fold away and partial
