@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hmac
 import importlib
+import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +123,7 @@ class Runtime:
     jumpers: list
     pool: Any = None
     live: Any = None
+    configured: "weakref.WeakSet" = field(default_factory=weakref.WeakSet)  # pool connections set up for reading
     extra: dict[str, Any] = field(default_factory=dict)
 
     async def connection_pool(self) -> Any:
@@ -139,23 +141,27 @@ def runtime(request: Request) -> Runtime:
 
 @asynccontextmanager
 async def reading(request: Request) -> AsyncIterator[psycopg.AsyncCursor]:
-    """A cursor (dict rows) in a read-only transaction under the dashboard's statement timeout."""
+    """A cursor (dict rows) whose statements are read-only and under the dashboard's statement
+    timeout: session settings of the dashboard's own pool connections, made once per connection,
+    so a page pays no BEGIN/SET/COMMIT round trips (each statement is its own transaction, as each
+    had its own snapshot under READ COMMITTED anyway)."""
     rt = runtime(request)
     try:
         async with (await rt.connection_pool()).connection() as conn:
-            # Planned per call anyway (below): a server-side prepare would only add its own cost.
-            conn.prepare_threshold = None
-            async with conn.transaction():
-                # One round trip. Optional filters are written `(%(x)s IS NULL OR col = %(x)s)`:
-                # planned with their values (plan_cache_mode), the unused ones fold away and partial
-                # indexes apply (a generic plan of a statement psycopg prepared after five runs
-                # would keep both branches). Every read is bounded: starting parallel workers
-                # (~20 ms, measured at 1M roots) costs more than the scan they would share.
-                await conn.execute(f"SET LOCAL statement_timeout = {int(rt.timeout_ms)}; "
-                                   "SET LOCAL plan_cache_mode = force_custom_plan; "
-                                   "SET LOCAL max_parallel_workers_per_gather = 0; SET TRANSACTION READ ONLY")
-                async with conn.cursor(row_factory=dict_row) as cur:
-                    yield cur
+            if conn not in rt.configured:
+                # Planned per call (plan_cache_mode): optional filters are written `(%(x)s IS NULL
+                # OR col = %(x)s)`, and planned with their values the unused ones fold away and
+                # partial indexes apply; a server-side prepare would only add its own cost. Every
+                # read is bounded: starting parallel workers (~20 ms, measured at 1M roots) costs
+                # more than the scan they would share.
+                conn.prepare_threshold = None
+                await conn.execute(f"SET statement_timeout = {int(rt.timeout_ms)}; "
+                                   "SET plan_cache_mode = force_custom_plan; "
+                                   "SET max_parallel_workers_per_gather = 0; "
+                                   "SET default_transaction_read_only = on")
+                rt.configured.add(conn)
+            async with conn.cursor(row_factory=dict_row) as cur:
+                yield cur
     except psycopg.errors.QueryCanceled as exc:
         raise NarrowTheFilter() from exc
 

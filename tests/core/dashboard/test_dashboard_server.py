@@ -199,6 +199,21 @@ def test_a_statement_past_the_timeout_says_narrow_the_filter(fresh_dsn):
         assert 'href="/slow">Slow</a>' in get(base + "/overview").text  # the app's page is in the nav
 
 
+def test_a_pages_statements_are_read_only(fresh_dsn):
+    app = App("writer")
+
+    async def write(request):
+        await fetch(request, "CREATE TABLE dashboard_wrote_this (id int)")
+        return render(request, "missing.html", what="never")
+
+    app.add_dashboard(lambda dash: dash.page("/write", write, name="write"))
+    with serve(fresh_dsn, app=app) as base:
+        get(base + "/overview")  # the pool's connections are set up by a read first
+        assert get(base + "/write").status == 500
+    with psycopg.connect(fresh_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('dashboard_wrote_this')").fetchone()[0] is None
+
+
 def test_jump_box(fresh_dsn, site):
     with psycopg.connect(fresh_dsn) as conn:
         job = enqueue(conn, "noop", {}).id
