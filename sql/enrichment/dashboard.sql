@@ -23,7 +23,7 @@ WITH scanned AS (
 SELECT f.job_id, f.created_at
 FROM scanned f
 CROSS JOIN LATERAL (SELECT l.status FROM public.enrichment_log l WHERE l.job_id = f.job_id
-                    ORDER BY l.created_at DESC, l.id DESC LIMIT 1) latest
+                    ORDER BY l.attempt DESC LIMIT 1) latest  -- one entry of (job_id, attempt): a job's attempts are sequential
 WHERE NOT EXISTS (SELECT FROM public.enrichment_log e  -- not the root's first row: a retry's
                   WHERE e.job_id = f.job_id AND e.is_root_job AND e.created_at < f.created_at)
   AND (%(operation)s::text IS NULL OR f.operation = %(operation)s)
