@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hmac
 import importlib
+import time
 import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -246,9 +247,14 @@ class Gate:
         return response
 
     def adding_headers(self, send: Send) -> Send:
+        started = time.perf_counter()
+
         async def wrapped(message: dict) -> None:
             if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + self.headers()
+                # Server-Timing: the page's time in the server, request in to response out (the
+                # bench's server time; browsers show it in their network panel).
+                took = f"app;dur={(time.perf_counter() - started) * 1000:.1f}".encode()
+                message["headers"] = list(message.get("headers", [])) + self.headers() + [(b"server-timing", took)]
             await send(message)
         return wrapped
 

@@ -170,6 +170,7 @@ def test_every_page_has_a_strict_csp_and_no_inline_script_or_style(fresh_dsn, si
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
         assert not re.search(r"<script(?![^>]*\bsrc=)", page.text), path
         assert not re.search(r"\sstyle=|<style|\son[a-z]+=", page.text), path
+        assert re.fullmatch(r"app;dur=\d+\.\d", page.headers["server-timing"]), path  # the bench's server time
 
 
 def test_values_render_as_text_and_no_secret(fresh_dsn, site):
