@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -51,6 +52,18 @@ def test_overview_shows_counts_running_and_the_rate_limiters(fresh_dsn, site):
     assert "musicbrainz" in page.text and "1/s" in page.text
     assert re.search(r'title="5 booked ahead"', page.text)
     assert "1 failed" in page.text  # the last hour's throughput
+
+
+def test_the_oldest_due_job_per_queue_skips_future_ones(fresh_dsn, site):
+    with psycopg.connect(fresh_dsn) as conn:
+        for queue, kind, priority, ago in (("mail", "a", 1, "10 min"), ("mail", "b", 5, "2 h"), ("mail", "a", 9, "-1 h"),
+                                           ("web", "c", 1, "-5 min"), ("web", "c", 2, "30 s")):
+            job = enqueue(conn, kind, {}, queue=queue, priority=priority)
+            conn.execute("UPDATE pgjobs.jobs SET run_at = now() - %s::interval WHERE id = %s", (ago, job.id))
+        due = dict(conn.execute("SELECT queue, min(run_at) FROM pgjobs.jobs WHERE run_at <= now() GROUP BY queue"))
+    page = get(site + "/overview").text
+    oldest = re.findall(r"<li><strong>(\w+)</strong>: due <time datetime=\"([^\"]+)\"", page)
+    assert [(q, datetime.fromisoformat(at)) for q, at in oldest] == [("mail", due["mail"]), ("web", due["web"])]
 
 
 def test_a_limiters_busy_share_of_the_last_hour(fresh_dsn, site):
