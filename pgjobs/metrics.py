@@ -15,6 +15,7 @@ its own registry (several workers may share a process in tests).
   pgjobs_attempt_duration_seconds{kind}            histogram of handler run times
   pgjobs_jobs_running                              jobs in flight on this worker
   pgjobs_rate_limiter_wait_seconds{limiter}        histogram of the waits for a limiter's turn
+  pgjobs_rate_limiter_slot_lag_seconds{limiter}    histogram of sends' lateness after their granted slot
   pgjobs_lease_rescues_total                       expired leases this worker's rescuer re-queued
   pgjobs_listener_reconnects_total                 times the LISTEN connection was replaced
   pgjobs_group_commit_size / _seconds              histograms of outcome groups written at once
@@ -54,6 +55,7 @@ SAMPLER_LOCK_KEY = int.from_bytes(b"pgjobsmx", "big") & 0x7FFF_FFFF_FFFF_FFFF
 SAMPLE_INTERVAL = 10.0  # seconds between the sampler's depth queries (and the others' lock tries)
 _DURATION_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 _WAIT_BUCKETS = (0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60)
+_LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25, 1)  # the send margin is 15 ms
 _SIZE_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 
 
@@ -130,6 +132,9 @@ class WorkerMetrics:
         self.duration: dict[str, _Histogram] = {}
         self.limiter_wait = prom.Histogram("pgjobs_rate_limiter_wait_seconds", "wait for a limiter's turn",
                                            ["limiter"], buckets=_WAIT_BUCKETS, registry=r)
+        self.limiter_lag = prom.Histogram("pgjobs_rate_limiter_slot_lag_seconds",
+                                          "send time minus the granted slot, at confirm", ["limiter"],
+                                          buckets=_LAG_BUCKETS, registry=r)
         self.rescues = prom.Counter("pgjobs_lease_rescues", "expired leases re-queued by this worker", registry=r)
         self.group_size = prom.Histogram("pgjobs_group_commit_size", "outcomes written in one transaction",
                                          buckets=_SIZE_BUCKETS, registry=r)
@@ -150,6 +155,7 @@ class WorkerMetrics:
         hooks.rescued = _chain(hooks.rescued, self.rescues.inc)
         hooks.committed = _chain(hooks.committed, self._on_committed)
         worker.limits.observe = _chain(worker.limits.observe, self._on_limiter_wait)
+        worker.limits.observe_lag = _chain(worker.limits.observe_lag, self._on_limiter_lag)
 
     # --- hooks (the worker's loop; keep them cheap) ---------------------------------------------
 
@@ -173,6 +179,9 @@ class WorkerMetrics:
 
     def _on_limiter_wait(self, limiter: str, seconds: float) -> None:
         self.limiter_wait.labels(limiter).observe(seconds)
+
+    def _on_limiter_lag(self, limiter: str, seconds: float) -> None:
+        self.limiter_lag.labels(limiter).observe(seconds)
 
     # --- the depth sampler ----------------------------------------------------------------------
 

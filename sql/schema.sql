@@ -68,6 +68,12 @@ CREATE TABLE pgjobs.queue_pauses (
     CONSTRAINT queue_pauses_queue_check CHECK ((queue <> ''::text))
 );
 
+CREATE TABLE pgjobs.rate_limit_usage (
+    name text NOT NULL,
+    minute timestamp with time zone NOT NULL,
+    calls integer DEFAULT 0 NOT NULL
+);
+
 CREATE TABLE pgjobs.rate_limits (
     name text NOT NULL,
     interval_ms double precision NOT NULL,
@@ -176,6 +182,7 @@ CREATE TABLE public.enrichment_log (
     attempt integer,
     triggered_by text,
     created_at timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
+    limiter_wait_ms integer,
     CONSTRAINT enrichment_log_data_quality_after_check CHECK ((data_quality_after = ANY (ARRAY['LOW'::text, 'MEDIUM'::text, 'HIGH'::text]))),
     CONSTRAINT enrichment_log_data_quality_before_check CHECK ((data_quality_before = ANY (ARRAY['LOW'::text, 'MEDIUM'::text, 'HIGH'::text]))),
     CONSTRAINT enrichment_log_entity_type_check CHECK ((entity_type = ANY (ARRAY['ALBUM'::text, 'ARTIST'::text, 'TRACK'::text]))),
@@ -316,6 +323,9 @@ ALTER TABLE ONLY pgjobs.migrations
 ALTER TABLE ONLY pgjobs.queue_pauses
     ADD CONSTRAINT queue_pauses_pkey PRIMARY KEY (queue);
 
+ALTER TABLE ONLY pgjobs.rate_limit_usage
+    ADD CONSTRAINT rate_limit_usage_pkey PRIMARY KEY (name, minute);
+
 ALTER TABLE ONLY pgjobs.rate_limits
     ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (name);
 
@@ -356,6 +366,10 @@ CREATE INDEX jobs_claim_idx ON pgjobs.jobs USING btree (queue, kind, priority, r
 
 CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
 
+CREATE INDEX jobs_failed_idx ON pgjobs.jobs USING btree (id) WHERE (state = ANY (ARRAY['failed'::pgjobs.job_state, 'cancelled'::pgjobs.job_state]));
+
+CREATE INDEX jobs_finished_idx ON pgjobs.jobs USING btree (finished_at) INCLUDE (state) WHERE (state = ANY (ARRAY['succeeded'::pgjobs.job_state, 'failed'::pgjobs.job_state]));
+
 CREATE INDEX jobs_root_idx ON pgjobs.jobs USING btree (root_id);
 
 CREATE INDEX jobs_running_idx ON pgjobs.jobs USING btree (worker_id) WHERE (state = 'running'::pgjobs.job_state);
@@ -364,6 +378,10 @@ CREATE INDEX album_artist_artist_idx ON public.album_artist USING btree (artist_
 
 CREATE INDEX album_stale_idx ON public.album USING btree (COALESCE(GREATEST(enriched_at, reenrich_queued_at), '-infinity'::timestamp with time zone), id) WHERE (musicbrainz_id IS NOT NULL);
 
+CREATE INDEX album_title_trgm_idx ON public.album USING gin (title public.gin_trgm_ops);
+
+CREATE INDEX artist_name_trgm_idx ON public.artist USING gin (name public.gin_trgm_ops);
+
 CREATE UNIQUE INDEX enrichment_log_attempt_idx ON public.enrichment_log USING btree (job_id, attempt) WHERE (job_id IS NOT NULL);
 
 CREATE INDEX enrichment_log_entity_idx ON public.enrichment_log USING btree (entity_type, entity_id, created_at);
@@ -371,6 +389,10 @@ CREATE INDEX enrichment_log_entity_idx ON public.enrichment_log USING btree (ent
 CREATE INDEX enrichment_log_parent_job_idx ON public.enrichment_log USING btree (parent_job_id, created_at) WHERE (parent_job_id IS NOT NULL);
 
 CREATE INDEX enrichment_log_roots_idx ON public.enrichment_log USING btree (created_at DESC) WHERE is_root_job;
+
+CREATE INDEX track_title_trgm_idx ON public.track USING gin (title public.gin_trgm_ops);
+
+CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs;
 
 ALTER TABLE ONLY public.album_artist
     ADD CONSTRAINT album_artist_album_id_fkey FOREIGN KEY (album_id) REFERENCES public.album(id) ON DELETE CASCADE;

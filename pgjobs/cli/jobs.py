@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+import socket
 from datetime import datetime, timedelta, timezone
 from typing import Optional
 
@@ -56,11 +59,20 @@ def show(ctx: typer.Context, job_id: int, json_output: bool = typer.Option(False
             say(" " * 18 + line)
 
 
+def _who() -> str:
+    """Who runs this CLI: the OS user and host (recorded with a retry or cancel)."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no name for this uid (a container)
+        user = f"uid {os.getuid()}"
+    return f"{user}@{socket.gethostname()} (pgjobs CLI)"
+
+
 @app.command()
 def retry(ctx: typer.Context, job_id: int, json_output: bool = typer.Option(False, "--json")) -> None:
     """Run a finished (failed, cancelled, succeeded) job again now."""
     with cli(ctx).connect() as conn:
-        admin.retry(conn, job_id)
+        admin.retry(conn, job_id, reason=admin.operator("retried", _who()))
     print_json({"retried": job_id}) if json_output else console.print(f"job {job_id} queued again")
 
 
@@ -68,7 +80,7 @@ def retry(ctx: typer.Context, job_id: int, json_output: bool = typer.Option(Fals
 def cancel(ctx: typer.Context, job_id: int, json_output: bool = typer.Option(False, "--json")) -> None:
     """Cancel a job; a root job's whole unfinished family goes with it."""
     with cli(ctx).connect() as conn:
-        ids = admin.cancel(conn, job_id)
+        ids = admin.cancel(conn, job_id, reason=admin.operator("cancelled", _who()))
     if json_output:
         print_json({"cancelled": ids})
     else:

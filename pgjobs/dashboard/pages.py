@@ -1,5 +1,5 @@
-"""The queue's pages: overview (counts, oldest runnable, running leases, throughput, rate limiters),
-the jobs list, a job's detail with retry/cancel, and the jump box. Every app's dashboard has them.
+"""The queue's pages: the jobs list, a job's detail with retry/cancel, and the jump box (the
+overview is in pgjobs.dashboard.overview). Every app's dashboard has them.
 
 State lives in the query string; lists are keyset-paged and time-bounded (see sql/queue/dashboard.sql).
 """
@@ -15,14 +15,19 @@ import psycopg
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
-from pgjobs.dashboard.server import Dashboard, fetch, reading, render, runtime, url
+from pgjobs.dashboard import overview
+from pgjobs.dashboard.server import Dashboard, NarrowTheFilter, fetch, reading, render, runtime, url
 from pgjobs.sqlfiles import load_queries
 
 Q = load_queries("queue/dashboard.sql")
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 WINDOWS = {"1h": timedelta(hours=1), "24h": timedelta(days=1), "7d": timedelta(days=7), "30d": timedelta(days=30)}
-COUNT_CAP = 100_000
 PAGE = 50
+# Ids one jobs-list page reads at most (from `before` down): a filter that matches little offers
+# "search older" instead of walking the table. Failed/cancelled filters read jobs_failed_idx, whose
+# entries are few, so they may reach further down.
+SCAN_IDS = 20_000
+SCAN_IDS_FAILED = 1_000_000
 BULK_CAP = 1000  # jobs one "retry/cancel all matching" may touch
 BULK_STATES = {"retry": ("failed", "cancelled", "succeeded"), "cancel": ("queued", "running")}
 
@@ -48,65 +53,6 @@ def int_param(request: Request, name: str) -> int | None:
         return int(raw)
     except ValueError:
         raise BadFilter(f"{name} must be a whole number, not {raw!r}") from None
-
-
-def bars(rows: list[dict[str, Any]], since: datetime, bucket: timedelta, count: int) -> dict[str, Any]:
-    """Throughput rows as SVG bar geometry: `count` buckets of `bucket` from `since`."""
-    slots = [{"at": since + i * bucket, "succeeded": 0, "failed": 0} for i in range(count)]
-    for row in rows:
-        index = int((row["at"] - since) / bucket)
-        if 0 <= index < count:
-            slots[index]["succeeded"] += row["succeeded"]
-            slots[index]["failed"] += row["failed"]
-    peak = max([s["succeeded"] + s["failed"] for s in slots] + [1])
-    width, height = 600, 80
-    step = width / count
-    for i, slot in enumerate(slots):
-        total = slot["succeeded"] + slot["failed"]
-        slot["x"] = round(i * step, 2)
-        slot["w"] = max(round(step - 1, 2), 1)
-        slot["h_ok"] = round(height * slot["succeeded"] / peak, 2)
-        slot["h_fail"] = round(height * slot["failed"] / peak, 2)
-        slot["y_ok"] = round(height - slot["h_ok"], 2)
-        slot["y_fail"] = round(height - slot["h_ok"] - slot["h_fail"], 2)
-        slot["total"] = total
-    return {"slots": slots, "peak": peak, "width": width, "height": height,
-            "succeeded": sum(s["succeeded"] for s in slots), "failed": sum(s["failed"] for s in slots)}
-
-
-async def overview(request: Request) -> Response:
-    now = datetime.now(timezone.utc)
-    hour_since = (now - timedelta(hours=1)).replace(second=0, microsecond=0) + timedelta(minutes=1)
-    day_since = (now - timedelta(days=1)).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
-    async with reading(request) as cur:
-        await cur.execute(Q["counts_active"])
-        active = await cur.fetchall()
-        await cur.execute(Q["counts_capped"], {"cap": COUNT_CAP})
-        capped = await cur.fetchall()
-        await cur.execute(Q["oldest_runnable"])
-        oldest = await cur.fetchall()
-        await cur.execute(Q["running"], {"limit": 20})
-        running = await cur.fetchall()
-        await cur.execute(Q["throughput"], {"since": day_since, "bucket": "1 minute"})  # one scan for both
-        minutes = await cur.fetchall()
-        hour = bars(minutes, hour_since, timedelta(minutes=1), 60)
-        day = bars(minutes, day_since, timedelta(hours=1), 24)
-        await cur.execute(Q["limiters"])
-        limiters = await cur.fetchall()
-    sampled = sum(row["n"] for row in capped)
-    counts: dict[str, dict[str, int]] = {}
-    for row in capped:
-        if row["state"] not in ("queued", "running"):
-            counts.setdefault(row["queue"], {})[row["state"]] = row["n"]
-    for row in active:
-        counts.setdefault(row["queue"], {})[row["state"]] = row["n"]
-    for limiter in limiters:
-        interval = float(limiter["interval_ms"]) or 1.0
-        limiter["waiting"] = int(float(limiter["ahead_ms"]) // interval)
-        limiter["capacity_hour"] = int(3600_000 / interval)
-    return render(request, "overview.html", counts=dict(sorted(counts.items())), states=STATES,
-                  estimated=sampled >= COUNT_CAP, cap=COUNT_CAP, oldest=oldest, running=running,
-                  hour=hour, day=day, limiters=limiters, now=now)
 
 
 def job_filters(request: Request) -> dict[str, Any]:
@@ -137,25 +83,42 @@ async def jobs(request: Request) -> Response:
     except BadFilter as exc:
         return render(request, "jobs.html", status_code=400, error=str(exc), rows=[], window=name,
                       windows=WINDOWS, states=STATES, q=request.query_params, next_url=None)
-    rows = await fetch(request, Q["jobs"], {**filters, "since": since, "until": until, "before": before,
-                                            "limit": PAGE + 1})
-    next_url = None
-    if len(rows) > PAGE:
-        rows = rows[:PAGE]
-        query = dict(request.query_params) | {"before": rows[-1]["id"]}
-        next_url = url(request, "/jobs", **query)
+    async with reading(request) as cur:
+        floor = None
+        if filters["id"] is None and filters["root_id"] is None:  # else an index finds the few rows
+            top = before
+            if top is None:
+                await cur.execute(Q["top_id"])
+                top = (await cur.fetchone())["id"]
+            floor = max(top - (SCAN_IDS_FAILED if filters["state"] in ("failed", "cancelled") else SCAN_IDS), 0)
+        await cur.execute(Q["jobs"], {**filters, "since": since, "until": until, "before": before, "floor": floor,
+                                      "limit": PAGE + 1})
+        rows = await cur.fetchall()
+        next_url, searched = None, None
+        if len(rows) > PAGE:
+            rows = rows[:PAGE]
+            next_url = url(request, "/jobs", **(dict(request.query_params) | {"before": rows[-1]["id"]}))
+        elif floor:  # fewer than a page between `before` and floor: offer the ids below, if in the window
+            await cur.execute(Q["created_below"], {"id": floor})
+            below = await cur.fetchone()
+            if below is not None and below["created_at"] >= since:
+                searched = floor
+                next_url = url(request, "/jobs", **(dict(request.query_params) | {"before": floor}))
     bulk = None  # the preview: how many jobs "all matching" means, for the state filtered on
     action = next((a for a, states in BULK_STATES.items() if filters["state"] in states), None)
     if action and not runtime(request).read_only:
-        matching = await matching_ids(request, filters, since, until)
-        bulk = {"action": action, "count": len(matching), "capped": len(matching) >= BULK_CAP}
+        try:
+            matching = await matching_ids(request, filters, since, until)
+            bulk = {"action": action, "count": len(matching), "capped": len(matching) >= BULK_CAP}
+        except NarrowTheFilter:  # too many to find in time: the list still shows
+            bulk = {"action": action, "count": None, "capped": True}
     return render(request, "jobs.html", rows=rows, window=name, windows=WINDOWS, states=STATES,
-                  q=request.query_params, next_url=next_url, error=None, bulk=bulk, cap=BULK_CAP)
+                  q=request.query_params, next_url=next_url, error=None, bulk=bulk, cap=BULK_CAP, searched=searched,
+                  scan=f"{SCAN_IDS:,}")
 
 
 async def matching_ids(request: Request, filters: dict[str, Any], since: datetime, until: datetime) -> list[int]:
-    rows = await fetch(request, Q["jobs"], {**filters, "since": since, "until": until, "before": None,
-                                            "limit": BULK_CAP})
+    rows = await fetch(request, Q["matching_ids"], {**filters, "since": since, "until": until, "limit": BULK_CAP})
     return [r["id"] for r in rows]
 
 
@@ -181,7 +144,7 @@ async def bulk(request: Request) -> Response:
         with psycopg.connect(runtime(request).dsn) as conn:
             for job_id in ids:
                 if action == "retry":
-                    admin.retry(conn, job_id)
+                    admin.retry(conn, job_id, reason=f"retried by {actor} (all matching)")
                     done += 1
                 else:
                     done += len(admin.cancel(conn, job_id, reason=f"cancelled by {actor} (all matching)"))
@@ -234,7 +197,7 @@ async def act(request: Request) -> Response:
     def run() -> str:
         with psycopg.connect(runtime(request).dsn) as conn:
             if action == "retry":
-                admin.retry(conn, job_id)
+                admin.retry(conn, job_id, reason=f"retried by {actor}")
                 return "retried"
             ids = admin.cancel(conn, job_id, reason=f"cancelled by {actor}")
             return f"cancelled {len(ids)}"
@@ -267,7 +230,7 @@ async def home(request: Request) -> Response:
 
 def install(dash: Dashboard) -> None:
     dash.page("/", home, name="home")
-    dash.page("/overview", overview, name="overview", nav="Overview")
+    dash.page("/overview", overview.overview, name="overview", nav="Overview")
     dash.page("/jobs", jobs, name="jobs", nav="Jobs")
     dash.page("/jobs/{job_id:int}", job, name="job")
     dash.page("/jobs/{job_id:int}/{action}", act, name="job_action", methods=("POST",))

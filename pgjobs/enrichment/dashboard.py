@@ -33,6 +33,10 @@ CHILDREN = 100
 LANES, MAX_LANES = 200, 5000
 EXPORT_CAP = 20_000
 ENTITY_CAP = 10_000  # root jobs an entity filter considers
+# Root rows one roots page reads at most (newest first from its cursor): the status, operation and
+# "has failures" filters run on those, so a rare match costs a bounded page that offers to search
+# further back, never a walk of a 30-day window.
+ROOT_SCAN = 2000
 
 
 def root_filters(request: Request) -> dict[str, Any]:
@@ -65,10 +69,16 @@ def opener(request: Request, query: dict[str, str]):
     return open_link
 
 
+def like_pattern(text: str) -> str:
+    """`text` as an ILIKE substring pattern, its own % _ and \\ taken literally."""
+    return "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 async def roots(request: Request) -> Response:
     name, since, until = window(request)
     context = dict(window=name, windows=WINDOWS, statuses=STATUSES, q=request.query_params, rows=[], next_url=None,
-                   error=None, open_id=None, children={}, open_link=opener(request, dict(request.query_params)))
+                   error=None, open_id=None, children={}, open_link=opener(request, dict(request.query_params)),
+                   searched_to=None, scan=ROOT_SCAN)
     try:
         filters = root_filters(request)
         context["open_id"] = int_param(request, "open")
@@ -77,16 +87,29 @@ async def roots(request: Request) -> Response:
     async with reading(request) as cur:
         filters["entity_roots"] = None
         if filters["entity"]:
-            await cur.execute(Q["entity_roots"], {"entity": filters["entity"], "entity_id": as_uuid(filters["entity"]),
+            await cur.execute(Q["entity_roots"], {"pattern": like_pattern(filters["entity"]),
+                                                  "entity_id": as_uuid(filters["entity"]),
                                                   "since": since, "until": until, "cap": ENTITY_CAP})
             filters["entity_roots"] = [r["job_id"] for r in await cur.fetchall()]
-        await cur.execute(Q["roots"], filters | {"since": since, "until": until, "limit": PAGE + 1})
-        rows = await cur.fetchall()
-        if len(rows) > PAGE:
-            rows = rows[:PAGE]
-            last = rows[-1]
+        params = filters | {"since": since, "until": until, "scan": ROOT_SCAN, "limit": PAGE + 1}
+        await cur.execute(Q["root_ids"], params)
+        found = await cur.fetchall()
+        rows = []
+        if found:
+            await cur.execute(Q["roots"], {"ids": [r["job_id"] for r in found[:PAGE]]})
+            rows = await cur.fetchall()
+        cursor = None
+        if len(found) > PAGE:
+            cursor = (found[PAGE - 1]["created_at"], found[PAGE - 1]["job_id"])
+        else:  # fewer than a page in ROOT_SCAN root rows: go on from the last one read, if any is left
+            await cur.execute(Q["root_scan_edge"], params)
+            edge = await cur.fetchone()
+            if edge is not None:
+                cursor = (edge["created_at"], edge["job_id"])
+                context["searched_to"] = edge["created_at"]
+        if cursor is not None:
             context["next_url"] = url(request, "/roots", **(dict(request.query_params) | {
-                "before": f"{last['first_activity_at'].isoformat()}_{last['root_job_id']}"}))
+                "before": f"{cursor[0].isoformat()}_{cursor[1]}"}))
         if context["open_id"] is not None:
             await cur.execute(Q["children"], {"root": context["open_id"], "limit": CHILDREN + 1})
             context["children"] = {context["open_id"]: await cur.fetchall()}

@@ -33,7 +33,7 @@ Q = load_queries("enrichment/queries.sql")
 log = logging.getLogger("pgjobs.enrichment")
 # Column types of Q["copy_log"], in order (metadata goes in as JSON text).
 LOG_TYPES = ("text", "uuid", "text", "text[]", "text", "text", "text[]", "text", "text", "int4", "int4", "text",
-             "text", "text", "int8", "int8", "bool", "int4", "text")
+             "text", "text", "int8", "int8", "bool", "int4", "text", "int4")
 LOG = CopyInto(Q["copy_log"], LOG_TYPES)
 
 
@@ -103,7 +103,7 @@ def _triggered_by(raw: Any) -> str:
 
 
 def log_row(job: Job, op: Op, result: Result, *, entity_id: UUID | None, duration_ms: int, api_calls: int,
-            triggered_by: str) -> tuple:
+            triggered_by: str, limiter_wait_ms: int | None = None) -> tuple:
     """This attempt's one log row, for LOG."""
     return (
         ENTITIES[op][0], entity_id, op.value, result.sources or SOURCES[op], result.status, result.reason,
@@ -111,6 +111,7 @@ def log_row(job: Job, op: Op, result: Result, *, entity_id: UUID | None, duratio
         jsontext.dumps(result.metadata, default=str), result.error_message, result.error_code,
         # Lineage from the job row, never from a processor: flat link to the root.
         job.id, None if job.parent_id is None else job.root_id, job.parent_id is None, job.attempt, triggered_by,
+        limiter_wait_ms,
     )
 
 
@@ -157,7 +158,7 @@ def make_handler(op: Op, processor: Processor) -> Callable[[JobContext], Awaitab
                                     error_message=problem, outcome=Retry(problem))
         duration_ms = round((time.perf_counter() - started) * 1000)
         audit = {"entity_id": _entity_id(op, raw), "duration_ms": duration_ms, "api_calls": calls.value,
-                 "triggered_by": _triggered_by(raw)}
+                 "triggered_by": _triggered_by(raw), "limiter_wait_ms": round(ctx.limiter_wait * 1000)}
 
         if result.apply is None:  # nothing to run in the transaction: the log row rides on the outcome
             write, rows = None, [(LOG, log_row(job, op, result, **audit))]

@@ -1,7 +1,9 @@
 """A root family as a waterfall: one lane per job, one segment per attempt, as SVG geometry.
 
 Each attempt's run is its enrichment_log row: it ends at created_at (the row is written when the
-attempt ends) and lasts duration_ms. Before it, the lane shows the wait: from the job's creation
+attempt ends) and lasts duration_ms; the part of it spent waiting for rate limiters
+(limiter_wait_ms, the sum of its calls' waits, recorded since enrichment migration 0007) is drawn
+as its own segment at the run's start (the waits fall anywhere in the run; their sum is exact). Before it, the lane shows the wait: from the job's creation
 for the first attempt, from the previous attempt's end for a retry (its backoff). Entries of the
 job's `errors` history without an audit row (snoozes, expired leases) are markers at their time.
 A job still queued or running extends to now. The template draws what `layout` returns.
@@ -25,6 +27,8 @@ class Segment:
     css: str
     title: str
     log_id: int | None = None
+    wait_w: float = 0.0  # px of a run spent waiting for rate limiters, drawn at its start
+    wait_title: str = ""
 
 
 @dataclass
@@ -84,8 +88,13 @@ def layout(lane_ids: list[int], jobs: dict[int, dict], logs: dict[int, list[dict
                 gap = bar("queued", prev, start, "queued", f"{what}: {(start - prev).total_seconds():.2f} s")
                 lane.segments.append(gap)
             status = (row["status"] or "").lower()
-            lane.segments.append(bar("run", start, end, f"seg st-{status}" + (" selected" if row["id"] == selected else ""),
-                                     f"attempt {row['attempt']}: {row['status']} in {row['duration_ms']} ms", row["id"]))
+            run = bar("run", start, end, f"seg st-{status}" + (" selected" if row["id"] == selected else ""),
+                      f"attempt {row['attempt']}: {row['status']} in {row['duration_ms']} ms", row["id"])
+            waited = row.get("limiter_wait_ms") or 0
+            if waited > 0:
+                run.wait_w = round(min(run.w, PLOT_W * waited / 1000 / total), 2)
+                run.wait_title = f"attempt {row['attempt']}: {waited} ms waiting for the rate limiter"
+            lane.segments.append(run)
             logged.add(row["attempt"])
             prev = end
         for entry in (job or {}).get("errors") or []:

@@ -8,6 +8,7 @@ belongs to a worker that died without deleting it.
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import psycopg
@@ -24,6 +25,11 @@ LIVE_WINDOW = 60.0  # seconds since its last heartbeat that a worker still count
 def _dicts(conn: psycopg.Connection, query: str, params: dict[str, Any]) -> list[dict[str, Any]]:
     with conn.cursor(row_factory=dict_row) as cur:
         return cur.execute(query, params).fetchall()
+
+
+def operator(verb: str, who: str) -> str:
+    """The line an operator's action leaves in last_error: "retried by ops@host at 2026-12-06 21:40:03 UTC"."""
+    return f"{verb} by {who} at {datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC"
 
 
 def get_job(conn: psycopg.Connection, job_id: int) -> dict[str, Any]:
@@ -51,10 +57,11 @@ def cancel(conn: psycopg.Connection, job_id: int, *, reason: str = "cancelled by
     return sorted(r[0] for r in rows)
 
 
-def retry(conn: psycopg.Connection, job_id: int) -> None:
-    """Make a finished job runnable now (one more attempt if it had spent them all)."""
+def retry(conn: psycopg.Connection, job_id: int, *, reason: str = "retried by operator") -> None:
+    """Make a finished job runnable now (one more attempt if it had spent them all); `reason` (who
+    and when, as for cancel) goes in its last_error."""
     get_job(conn, job_id)
-    row = conn.execute(Q["retry_job"], {"id": job_id}).fetchone()
+    row = conn.execute(Q["retry_job"], {"id": job_id, "reason": reason}).fetchone()
     if row is None:
         raise JobNotFound(f"job {job_id} is still queued or running; only finished jobs can be retried")
     conn.execute(Q["notify_queue"], {"queue": row[1]})

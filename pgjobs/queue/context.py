@@ -8,13 +8,14 @@ its root, and a parent fenced out of its lease spawns nothing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Awaitable, Callable, Mapping, Sequence
 
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue.errors import QueueError
+from pgjobs.queue.limits import LimiterWaits, attempt_waits
 from pgjobs.queue.jobs import Enqueued, Job, JobSpec, Q, RescuedJob, bulk_params, copyable, payload_text
 from pgjobs.queue.outcomes import CopyInto, Rows
 
@@ -30,6 +31,14 @@ class JobContext:
     worker_id: str
     validated: Any = None  # the kind's payload model instance, when the kind has a model
     state: Any = None  # what the app's lifespan yielded (shared clients, settings)
+    # This attempt's waits for rate limiters: counting starts when the context is made, in the
+    # attempt's own task (pgjobs.queue.limits.attempt_waits).
+    limiter_waits: LimiterWaits = field(default_factory=attempt_waits, repr=False)
+
+    @property
+    def limiter_wait(self) -> float:
+        """Seconds this attempt has waited so far for rate limiters (all its calls, summed)."""
+        return self.limiter_waits.seconds
 
     @property
     def payload(self) -> Any:

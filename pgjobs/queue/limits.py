@@ -9,6 +9,12 @@ and host sharing the database (issue 18: slots 1.000 s apart, sends 0.944 s).
 Count what hits the API: acquire once per HTTP call, not per job (the enrichment providers take
 and confirm from an httpx trace hook).
 `penalize(name, seconds)` pushes every caller's next call out when the upstream says Retry-After.
+
+Each granted take counts in its minute's row of pgjobs.rate_limit_usage (same statement), which the
+dashboard reads for "how busy over the last hour". The time a job's attempt spent waiting for
+limiters adds up in its `LimiterWaits` (`attempt_waits()`, started by each JobContext), which the
+handler reads as `ctx.limiter_wait`. `observe_lag(name, seconds)`, when set (metrics), gets each
+confirmed send's lateness after its granted slot.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import asyncio
 import random
 import time
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from datetime import datetime
 from typing import AsyncIterator, Callable, Mapping
 
@@ -42,6 +49,31 @@ _CONFIRM_ROUNDS = 4
 STATEMENT_TIMEOUT = 10.0  # seconds: a stalled limiter row never holds a caller forever
 
 
+class LimiterWaits:
+    """The seconds one job attempt waited for rate limiters (every call's wait, summed) and calls."""
+
+    __slots__ = ("seconds", "calls")
+
+    def __init__(self) -> None:
+        self.seconds, self.calls = 0.0, 0
+
+    def add(self, seconds: float) -> None:
+        self.seconds += seconds
+        self.calls += 1
+
+
+# A ContextVar: concurrent jobs share one RateLimits, but each runs in its own task (context copy);
+# tasks a handler starts copy its context, so their waits add to the same attempt's LimiterWaits.
+_attempt_waits: ContextVar[LimiterWaits | None] = ContextVar("pgjobs_limiter_waits", default=None)
+
+
+def attempt_waits() -> LimiterWaits:
+    """Start counting limiter waits for the attempt running in this context (JobContext does)."""
+    waits = LimiterWaits()
+    _attempt_waits.set(waits)
+    return waits
+
+
 class Taken:
     """One call let through by `RateLimits.take`; `await confirm()` right before its bytes go out."""
 
@@ -64,6 +96,8 @@ class Taken:
         confirmed again (at most _CONFIRM_ROUNDS times: a machine that lags that much every time
         gets the margin only)."""
         limits = self.limits
+        if limits.observe_lag is not None:
+            limits.observe_lag(self.name, max(0.0, time.monotonic() - self.at))
         for _ in range(_CONFIRM_ROUNDS):
             if time.monotonic() - self.at <= limits.confirm_after:
                 return
@@ -87,6 +121,7 @@ class RateLimits:
         self.confirm_after = max(0.0, margin - (SEND_MARGIN - _CONFIRM_AFTER))
         self._margin_ms = margin * 1000.0
         self.observe = observe
+        self.observe_lag: Callable[[str, float], None] | None = None  # (name, send lateness in seconds)
 
     @property
     def intervals(self) -> dict[str, float]:
@@ -139,6 +174,9 @@ class RateLimits:
         now = time.monotonic()
         if self.observe is not None:
             self.observe(name, now - started)
+        waits = _attempt_waits.get()
+        if waits is not None:
+            waits.add(now - started)
         return Taken(self, name, next_slot, asked, now - started)
 
     async def _confirm(self, taken: Taken) -> tuple[datetime | None, float]:

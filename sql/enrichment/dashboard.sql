@@ -1,32 +1,73 @@
 -- The enrichment app's dashboard pages (pgjobs.enrichment.dashboard): the roots table, a root's
 -- family (lanes and attempts), one audit row. Each is bounded by an index, a window or a LIMIT.
 
+-- name: root_ids
+-- The roots page's rows, newest first: each root's first log row in the window through
+-- enrichment_log_roots_idx (created_at DESC WHERE is_root_job), keyset-paged on (created_at,
+-- job_id) = the view's (first_activity_at, root_job_id). At most %(scan)s root rows are read
+-- (`scanned`): the filters then run on those only, each a probe by root id, so a filter that
+-- matches little costs a bounded page that offers to search further, never a walk of the window.
+-- status = the root's latest row's; failures = that is FAILED or a child's latest row is
+-- (enrichment_roots' descendants_failed > 0).
+WITH scanned AS (
+    SELECT f.job_id, f.created_at, f.operation
+    FROM public.enrichment_log f
+    WHERE f.is_root_job AND f.created_at >= %(since)s AND f.created_at < %(until)s
+      AND (%(before_at)s::timestamptz IS NULL OR f.created_at <= %(before_at)s)
+      AND (%(before_at)s::timestamptz IS NULL
+           OR (f.created_at, f.job_id) < (%(before_at)s::timestamptz, %(before_id)s::bigint))
+      AND (%(entity_roots)s::bigint[] IS NULL OR f.job_id = ANY(%(entity_roots)s::bigint[]))
+    ORDER BY f.created_at DESC, f.job_id DESC
+    LIMIT %(scan)s
+)
+SELECT f.job_id, f.created_at
+FROM scanned f
+CROSS JOIN LATERAL (SELECT l.status FROM public.enrichment_log l WHERE l.job_id = f.job_id
+                    ORDER BY l.attempt DESC LIMIT 1) latest  -- one entry of (job_id, attempt): a job's attempts are sequential
+WHERE NOT EXISTS (SELECT FROM public.enrichment_log e  -- not the root's first row: a retry's
+                  WHERE e.job_id = f.job_id AND e.is_root_job AND e.created_at < f.created_at)
+  AND (%(operation)s::text IS NULL OR f.operation = %(operation)s)
+  AND (%(status)s::text IS NULL OR latest.status = %(status)s)
+  AND (NOT %(failures)s OR latest.status = 'FAILED'
+       OR EXISTS (SELECT FROM (SELECT DISTINCT ON (c.job_id) c.status
+                               FROM public.enrichment_log c WHERE c.parent_job_id = f.job_id
+                               ORDER BY c.job_id, c.created_at DESC, c.id DESC) d
+                  WHERE d.status = 'FAILED'))
+ORDER BY f.created_at DESC, f.job_id DESC
+LIMIT %(limit)s;
+
+-- name: root_scan_edge
+-- The last root row root_ids read when it read all %(scan)s it may (same conditions): where the
+-- next search goes on from. No row: the window held fewer, nothing is left to search.
+SELECT f.created_at, f.job_id
+FROM public.enrichment_log f
+WHERE f.is_root_job AND f.created_at >= %(since)s AND f.created_at < %(until)s
+  AND (%(before_at)s::timestamptz IS NULL OR f.created_at <= %(before_at)s)
+  AND (%(before_at)s::timestamptz IS NULL
+       OR (f.created_at, f.job_id) < (%(before_at)s::timestamptz, %(before_id)s::bigint))
+  AND (%(entity_roots)s::bigint[] IS NULL OR f.job_id = ANY(%(entity_roots)s::bigint[]))
+ORDER BY f.created_at DESC, f.job_id DESC
+OFFSET %(scan)s - 1 LIMIT 1;
+
 -- name: roots
--- enrichment_roots newest first in a time window (enrichment_log_roots_idx), keyset-paged on
--- (first_activity_at, root_job_id); each row with its entity's name.
+-- enrichment_roots for the given root ids (root_ids' page), newest first, with each entity's name.
 SELECT r.*, coalesce(al.title, ar.name, tr.title) AS entity_label
 FROM public.enrichment_roots r
 LEFT JOIN public.album al ON r.entity_type = 'ALBUM' AND al.id = r.entity_id
 LEFT JOIN public.artist ar ON r.entity_type = 'ARTIST' AND ar.id = r.entity_id
 LEFT JOIN public.track tr ON r.entity_type = 'TRACK' AND tr.id = r.entity_id
-WHERE r.first_activity_at >= %(since)s AND r.first_activity_at < %(until)s
-  AND (%(before_at)s::timestamptz IS NULL
-       OR (r.first_activity_at, r.root_job_id) < (%(before_at)s::timestamptz, %(before_id)s::bigint))
-  AND (%(status)s::text IS NULL OR r.latest_status = %(status)s)
-  AND (%(operation)s::text IS NULL OR r.operation = %(operation)s)
-  AND (%(entity_roots)s::bigint[] IS NULL OR r.root_job_id = ANY(%(entity_roots)s::bigint[]))
-  AND (NOT %(failures)s OR r.latest_status = 'FAILED' OR r.descendants_failed > 0)
-ORDER BY r.first_activity_at DESC, r.root_job_id DESC
-LIMIT %(limit)s;
+WHERE r.root_job_id = ANY(%(ids)s::bigint[])
+ORDER BY r.first_activity_at DESC, r.root_job_id DESC;
 
 -- name: entity_roots
 -- The roots filter on an entity: the root jobs (started in the window) whose entity's title or
--- name contains %(entity)s, or whose entity id it is, through enrichment_log_entity_idx; the roots
+-- name contains %(pattern)s (ILIKE, through the trigram indexes of enrichment migration 0007 when
+-- pg_trgm is there), or whose entity id it is, through enrichment_log_entity_idx; the roots
 -- query then reads only those families.
 SELECT DISTINCT l.job_id
-FROM (SELECT 'ALBUM' AS entity_type, id FROM public.album WHERE strpos(lower(title), lower(%(entity)s)) > 0
-      UNION ALL SELECT 'ARTIST', id FROM public.artist WHERE strpos(lower(name), lower(%(entity)s)) > 0
-      UNION ALL SELECT 'TRACK', id FROM public.track WHERE strpos(lower(title), lower(%(entity)s)) > 0
+FROM (SELECT 'ALBUM' AS entity_type, id FROM public.album WHERE title ILIKE %(pattern)s
+      UNION ALL SELECT 'ARTIST', id FROM public.artist WHERE name ILIKE %(pattern)s
+      UNION ALL SELECT 'TRACK', id FROM public.track WHERE title ILIKE %(pattern)s
       UNION ALL SELECT t, %(entity_id)s::uuid FROM unnest(ARRAY['ALBUM', 'ARTIST', 'TRACK']) t
                 WHERE %(entity_id)s::uuid IS NOT NULL) e
 JOIN public.enrichment_log l ON l.entity_type = e.entity_type AND l.entity_id = e.id

@@ -6,7 +6,7 @@
 COPY public.enrichment_log (
     entity_type, entity_id, operation, sources, status, reason, fields_enriched, data_quality_before,
     data_quality_after, duration_ms, api_call_count, metadata, error_message, error_code, job_id,
-    parent_job_id, is_root_job, attempt, triggered_by)
+    parent_job_id, is_root_job, attempt, triggered_by, limiter_wait_ms)
 FROM STDIN;
 
 -- name: get_album

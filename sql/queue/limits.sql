@@ -1,5 +1,6 @@
 -- Global rate limiters (pgjobs.queue.limits): one row per limiter; next_slot is the earliest
--- moment the next call may go out, i.e. the last call's take time + interval.
+-- moment the next call may go out, i.e. the last call's take time + interval. Each granted take
+-- also counts in pgjobs.rate_limit_usage (calls per limiter per minute).
 
 -- name: rate_limit_take
 -- Take the limiter for a send at `go` = greatest(now, next_slot + %(margin_ms)s), granted only when
@@ -25,6 +26,15 @@ WITH taken AS (
     RETURNING greatest(0.0, extract(epoch FROM r.next_slot - make_interval(secs => r.interval_ms / 1000.0)
                                                - clock_timestamp()))::float8 AS wait_seconds,
               r.next_slot
+), used AS (
+    -- The call counts in its minute's usage row (the overview's "busy over the last hour"); the
+    -- limiter's rows older than two days go (an index range that is empty but once a minute).
+    INSERT INTO pgjobs.rate_limit_usage AS u (name, minute, calls)
+    SELECT %(name)s, date_trunc('minute', clock_timestamp()), 1 FROM taken
+    ON CONFLICT (name, minute) DO UPDATE SET calls = u.calls + 1
+), pruned AS (
+    DELETE FROM pgjobs.rate_limit_usage
+    WHERE name = %(name)s AND minute < clock_timestamp() - interval '2 days' AND EXISTS (SELECT FROM taken)
 )
 SELECT wait_seconds, next_slot FROM taken
 UNION ALL

@@ -367,9 +367,10 @@ WHERE root_id = %(root_id)s AND state IN ('queued', 'running')
 RETURNING id;
 
 -- name: retry_job
--- Operator retry of a finished job: runnable now, with one more attempt if it had spent them all.
+-- Operator retry of a finished job: runnable now, with one more attempt if it had spent them all;
+-- last_error says who retried it and when (as a cancel's does; each attempt's error stays in errors).
 UPDATE pgjobs.jobs
-SET state = 'queued', run_at = now(), finished_at = NULL,
+SET state = 'queued', run_at = now(), finished_at = NULL, last_error = %(reason)s,
     max_attempts = greatest(max_attempts, attempt - snoozes + 1)
 WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'succeeded')
 RETURNING id, queue;

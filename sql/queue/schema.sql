@@ -68,6 +68,12 @@ CREATE TABLE pgjobs.queue_pauses (
     CONSTRAINT queue_pauses_queue_check CHECK ((queue <> ''::text))
 );
 
+CREATE TABLE pgjobs.rate_limit_usage (
+    name text NOT NULL,
+    minute timestamp with time zone NOT NULL,
+    calls integer DEFAULT 0 NOT NULL
+);
+
 CREATE TABLE pgjobs.rate_limits (
     name text NOT NULL,
     interval_ms double precision NOT NULL,
@@ -125,6 +131,9 @@ ALTER TABLE ONLY pgjobs.migrations
 ALTER TABLE ONLY pgjobs.queue_pauses
     ADD CONSTRAINT queue_pauses_pkey PRIMARY KEY (queue);
 
+ALTER TABLE ONLY pgjobs.rate_limit_usage
+    ADD CONSTRAINT rate_limit_usage_pkey PRIMARY KEY (name, minute);
+
 ALTER TABLE ONLY pgjobs.rate_limits
     ADD CONSTRAINT rate_limits_pkey PRIMARY KEY (name);
 
@@ -141,6 +150,12 @@ CREATE INDEX jobs_claim_idx ON pgjobs.jobs USING btree (queue, kind, priority, r
 
 CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
 
+CREATE INDEX jobs_failed_idx ON pgjobs.jobs USING btree (id) WHERE (state = ANY (ARRAY['failed'::pgjobs.job_state, 'cancelled'::pgjobs.job_state]));
+
+CREATE INDEX jobs_finished_idx ON pgjobs.jobs USING btree (finished_at) INCLUDE (state) WHERE (state = ANY (ARRAY['succeeded'::pgjobs.job_state, 'failed'::pgjobs.job_state]));
+
 CREATE INDEX jobs_root_idx ON pgjobs.jobs USING btree (root_id);
 
 CREATE INDEX jobs_running_idx ON pgjobs.jobs USING btree (worker_id) WHERE (state = 'running'::pgjobs.job_state);
+
+CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs;

@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from benchkit import horizon, report
+from benchkit import dashboard, horizon, report
 from benchkit.envs import ROOT
 from benchkit.harness import SYSTEMS, WORKLOADS, Bench, Config
 
@@ -41,6 +41,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     p.add_argument("--horizon-m", type=int, default=100_000,
                    help="jobs drained behind the snapshot before the idle poll is timed (issue 16's target: 1,000,000)")
     p.add_argument("--horizon-poll-runs", type=int, default=200, help="timed idle polls (default 200)")
+    p.add_argument("--dashboard-roots", type=int,
+                   help="root families of the dashboard workload's data set (default 1,000,000; 100,000 with --quick)")
     p.add_argument("--require-targets", action="store_true", help="exit 2 when a target FAILs")
     args = p.parse_args(argv)
     systems = tuple(s for s in args.systems.split(",") if s)
@@ -55,6 +57,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
                     wake_samples=args.wake_samples or (100 if args.quick else 200),
                     wake_rounds=args.wake_rounds or (1 if args.quick else 3),
                     horizon_n=args.horizon_n, horizon_m=args.horizon_m, horizon_poll_runs=args.horizon_poll_runs,
+                    dashboard_roots=args.dashboard_roots,
                     say=lambda line: print(line, file=sys.stderr, flush=True))
     return config, args
 
@@ -65,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     bench.run_all()
     env = report.environment(bench)
     extra = horizon.TARGETS if "horizon" in config.workloads else ()
+    extra += dashboard.TARGETS if "dashboard" in config.workloads else ()
     targets = [t.evaluate(bench) for t in (*report.TARGETS, *extra)]
     print()
     print(report.header(env))
@@ -83,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
               "when runs started): other processes compete for the CPU, so treat figures as noisy")
     if "horizon" in config.workloads:
         print("\n" + "\n".join(horizon.summary(bench)))
+    if "dashboard" in config.workloads:
+        print("\n" + "\n".join(dashboard.summary(bench)))
     print()
     print(report.targets_table(targets))
     context = report.wake_context(bench)

@@ -47,7 +47,7 @@ KNOBS = {
 SWEEP_CAP = {"procrastinate": 5000}
 SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "bullmq", "bullmq-aof", "pg-floor", "pgbench")
 WAKE_ONLY = ("bullmq-aof", "pg-floor")  # context rows for the wake-up figure, nothing else
-WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings", "horizon")
+WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings", "horizon", "dashboard")
 BIG_KEYS = ("executed", "completed", "latencies_ms")
 WAKE_LABELS = {"pg-floor": "wake-up floor: INSERT+NOTIFY", "bullmq-aof": "wake-up p50, AOF fsync always"}
 
@@ -73,6 +73,7 @@ class Config:
     horizon_n: int | None = None  # jobs per horizon drain; None: 100,000, 20,000 with --quick (benchkit.horizon)
     horizon_m: int = 100_000  # jobs drained behind the snapshot before the idle poll is timed
     horizon_poll_runs: int = 200
+    dashboard_roots: int | None = None  # benchkit.dashboard's data set; None: 1,000,000, 100,000 with --quick
     say: Callable[[str], None] = print
 
 
@@ -312,6 +313,11 @@ class Bench:
         ready: dict[str, tuple[envs.Runtime, str, dict]] = {}
         with ExitStack() as stack:
             for system in c.systems:
+                if system == "pgjobs" and "dashboard" in c.workloads:  # its own cached database (benchkit.dashboard)
+                    from benchkit import dashboard
+                    dashboard.bench(self)
+                if not set(c.workloads) - {"dashboard"}:
+                    continue
                 if (system == "pgbench" and "ceilings" not in c.workloads) or (
                         system in WAKE_ONLY and "wake" not in c.workloads):
                     continue

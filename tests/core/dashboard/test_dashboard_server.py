@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+from datetime import datetime
 
 import psycopg
 import pytest
@@ -53,6 +54,48 @@ def test_overview_shows_counts_running_and_the_rate_limiters(fresh_dsn, site):
     assert "1 failed" in page.text  # the last hour's throughput
 
 
+def test_the_oldest_due_job_per_queue_skips_future_ones(fresh_dsn, site):
+    with psycopg.connect(fresh_dsn) as conn:
+        for queue, kind, priority, ago in (("mail", "a", 1, "10 min"), ("mail", "b", 5, "2 h"), ("mail", "a", 9, "-1 h"),
+                                           ("web", "c", 1, "-5 min"), ("web", "c", 2, "30 s")):
+            job = enqueue(conn, kind, {}, queue=queue, priority=priority)
+            conn.execute("UPDATE pgjobs.jobs SET run_at = now() - %s::interval WHERE id = %s", (ago, job.id))
+        due = dict(conn.execute("SELECT queue, min(run_at) FROM pgjobs.jobs WHERE run_at <= now() GROUP BY queue"))
+    page = get(site + "/overview").text
+    oldest = re.findall(r"<li><strong>(\w+)</strong>: due <time datetime=\"([^\"]+)\"", page)
+    assert [(q, datetime.fromisoformat(at)) for q, at in oldest] == [("mail", due["mail"]), ("web", due["web"])]
+
+
+def test_a_limiters_busy_share_of_the_last_hour(fresh_dsn, site):
+    with psycopg.connect(fresh_dsn) as conn:
+        conn.execute("INSERT INTO pgjobs.rate_limits (name, interval_ms, next_slot) VALUES ('discogs', 1000, now())")
+        # 30 minutes of 60 calls at 1/s = 1,800 of 3,600 possible; a row from yesterday does not count.
+        conn.execute("INSERT INTO pgjobs.rate_limit_usage (name, minute, calls) "
+                     "SELECT 'discogs', date_trunc('minute', now()) - make_interval(mins => m), 60 "
+                     "FROM generate_series(0, 29) m UNION ALL SELECT 'discogs', now() - interval '1 day', 3600")
+    page = get(site + "/overview").text
+    assert re.search(r'title="1800 calls of 3600 possible">50 %<', page)
+    assert page.count('<title>60 calls</title>') == 30  # one bar per minute
+
+
+def test_a_filter_that_matches_little_reads_a_bounded_range_and_offers_to_search_older(fresh_dsn, site, monkeypatch):
+    from pgjobs.dashboard import pages
+
+    monkeypatch.setattr(pages, "SCAN_IDS", 10)
+    with psycopg.connect(fresh_dsn) as conn:
+        rare = enqueue(conn, "noop", {"tag": "rare"}).id
+        ids = [enqueue(conn, "noop", {"tag": "common"}).id for _ in range(25)]
+    first = get(site + "/jobs?payload=tag:rare")
+    assert jobs_in(first.text) == [] and "search older jobs" in first.text
+    hops, page = 0, first
+    while not jobs_in(page.text):  # each page reads at most 10 ids further down
+        link = re.search(r'href="([^"]+)" rel="next"', page.text).group(1).replace("&amp;", "&")
+        page, hops = get(site + link), hops + 1
+    assert jobs_in(page.text) == [rare] and hops == 2
+    assert 'rel="next"' not in page.text  # nothing older in the window
+    assert len(jobs_in(get(site + "/jobs").text)) == 10 and max(ids) in jobs_in(get(site + "/jobs").text)
+
+
 def test_jobs_filters_and_keyset_paging(fresh_dsn, site):
     with psycopg.connect(fresh_dsn) as conn:
         ids = [enqueue(conn, "noop", {"n": i, "tag": "even" if i % 2 == 0 else "odd"}).id for i in range(70)]
@@ -83,8 +126,10 @@ def test_retry_and_cancel_are_the_cli_operations(fresh_dsn, site):
     with psycopg.connect(fresh_dsn) as conn:
         states = dict(conn.execute("SELECT id, state::text FROM pgjobs.jobs").fetchall())
         reason = conn.execute("SELECT last_error FROM pgjobs.jobs WHERE id = %s", (queued,)).fetchone()[0]
+        retried = conn.execute("SELECT last_error FROM pgjobs.jobs WHERE id = %s", (failed,)).fetchone()[0]
     assert states == {failed: "queued", queued: "cancelled"}
-    assert "dashboard user anonymous" in reason
+    assert reason.startswith("cancelled by dashboard user anonymous from 127.0.0.1 at ")
+    assert retried.startswith("retried by dashboard user anonymous from 127.0.0.1 at ")
     again = post(site + f"/jobs/{queued}/cancel", origin=site)  # nothing left to cancel: said, not crashed
     assert again.status == 303
 
@@ -138,6 +183,7 @@ def test_every_page_has_a_strict_csp_and_no_inline_script_or_style(fresh_dsn, si
         assert "script-src 'self'" in csp and "unsafe-inline" not in csp and "unsafe-eval" not in csp
         assert not re.search(r"<script(?![^>]*\bsrc=)", page.text), path
         assert not re.search(r"\sstyle=|<style|\son[a-z]+=", page.text), path
+        assert re.fullmatch(r"app;dur=\d+\.\d", page.headers["server-timing"]), path  # the bench's server time
 
 
 def test_values_render_as_text_and_no_secret(fresh_dsn, site):
@@ -165,6 +211,21 @@ def test_a_statement_past_the_timeout_says_narrow_the_filter(fresh_dsn):
         page = get(base + "/slow")
         assert page.status == 503 and "narrow the filter" in page.text
         assert 'href="/slow">Slow</a>' in get(base + "/overview").text  # the app's page is in the nav
+
+
+def test_a_pages_statements_are_read_only(fresh_dsn):
+    app = App("writer")
+
+    async def write(request):
+        await fetch(request, "CREATE TABLE dashboard_wrote_this (id int)")
+        return render(request, "missing.html", what="never")
+
+    app.add_dashboard(lambda dash: dash.page("/write", write, name="write"))
+    with serve(fresh_dsn, app=app) as base:
+        get(base + "/overview")  # the pool's connections are set up by a read first
+        assert get(base + "/write").status == 500
+    with psycopg.connect(fresh_dsn) as conn:
+        assert conn.execute("SELECT to_regclass('dashboard_wrote_this')").fetchone()[0] is None
 
 
 def test_jump_box(fresh_dsn, site):

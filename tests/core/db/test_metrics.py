@@ -53,7 +53,8 @@ def test_the_exposition_names_every_metric_the_docs_list(fresh_dsn):
 
     exposition = asyncio.run(text())
     for name in ("pgjobs_jobs_claimed", "pgjobs_jobs_finished", "pgjobs_attempt_duration_seconds",
-                 "pgjobs_jobs_running", "pgjobs_rate_limiter_wait_seconds", "pgjobs_lease_rescues",
+                 "pgjobs_jobs_running", "pgjobs_rate_limiter_wait_seconds", "pgjobs_rate_limiter_slot_lag_seconds",
+                 "pgjobs_lease_rescues",
                  "pgjobs_listener_reconnects", "pgjobs_group_commit_size", "pgjobs_group_commit_seconds",
                  "pgjobs_queue_jobs", "pgjobs_queue_oldest_runnable_seconds", "pgjobs_queue_sampler"):
         assert f"# TYPE {name}" in exposition, name

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import json
 import signal
 import time
@@ -138,6 +140,9 @@ async def test_retry_makes_a_failed_job_runnable_and_a_burst_worker_completes_it
 
     assert cli.json("jobs", "retry", str(job_id)) == {"retried": job_id}
     assert sql(fresh_dsn, job, (job_id,)) == [("queued", 1, 2, True)]  # runnable, with one more attempt
+    # Who retried it and when, as a cancel records it.
+    (reason,), = sql(fresh_dsn, "SELECT last_error FROM pgjobs.jobs WHERE id = %s", (job_id,))
+    assert re.fullmatch(r"retried by \S+@\S+ \(pgjobs CLI\) at \d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC", reason), reason
 
     cli("worker", "--burst")
     done = cli.json("jobs", "show", str(job_id))

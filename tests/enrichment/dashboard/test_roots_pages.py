@@ -158,3 +158,31 @@ def test_a_family_still_running_listens_and_one_all_final_does_not(fresh_dsn, bu
                         lease_expires_at = NULL WHERE id = %s""", (family["children"][1],))
     final = get(built_site + f"/roots/{family['root']}").text
     assert "still running" not in final and "sse-connect=" not in final and 'hx-trigger="sse:change' not in final
+
+
+def test_a_rare_status_reads_a_bounded_number_of_roots_and_offers_to_search_further(fresh_dsn, built_site,
+                                                                                      monkeypatch):
+    from pgjobs.enrichment import dashboard
+
+    monkeypatch.setattr(dashboard, "ROOT_SCAN", 10)
+    with psycopg.connect(fresh_dsn) as conn:
+        built = [build_family(conn, children=1, title=f"Album {i:02d}")["root"] for i in range(25)]
+        conn.execute("UPDATE enrichment_log SET status = 'FAILED' WHERE job_id = %s", (built[2],))
+    page, hops = get(built_site + "/roots?status=FAILED"), 0
+    assert "search further back" in page.text and "reads at most 10 roots" in page.text
+    while not re.findall(r'id="root-(\d+)"', page.text):  # each page reads the next 10 roots
+        link = re.search(r'href="([^"]+)" rel="next"', page.text).group(1).replace("&amp;", "&")
+        page, hops = get(built_site + link), hops + 1
+    assert [int(x) for x in re.findall(r'id="root-(\d+)"', page.text)] == [built[2]] and hops == 2
+    # The entity filter takes % and _ literally (ILIKE with them escaped).
+    assert re.findall(r'id="root-(\d+)"', get(built_site + "/roots?entity=album_07").text) == []
+    assert re.findall(r'id="root-(\d+)"', get(built_site + "/roots?entity=%25").text) == []
+
+
+def test_the_waterfall_draws_the_time_an_attempt_waited_for_the_rate_limiter(fresh_dsn, built_site):
+    with psycopg.connect(fresh_dsn) as conn:
+        family = build_family(conn, children=1, title="Limited")
+        conn.execute("UPDATE enrichment_log SET limiter_wait_ms = 400 WHERE id = %s", (family["rows"]["root"],))
+    page = get(built_site + f"/roots/{family['root']}").text
+    assert page.count('<rect class="limiter"') == 1
+    assert "attempt 1: 400 ms waiting for the rate limiter" in page
