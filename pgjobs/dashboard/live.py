@@ -3,7 +3,9 @@ Server-Sent Events (`event: change`), debounced.
 
 What wakes it: NOTIFY pgjobs (every enqueue says it) and, once a second, the write counters of the
 watched tables in pg_stat_user_tables (completions and audit rows send no NOTIFY; the counters are
-one cheap catalog read whatever the table size). Pages re-fetch their live regions on `change` and
+one cheap catalog read whatever the table size). On a hot standby (a read replica serving the
+dashboard) LISTEN is refused and those counters stand still, so the mark is the replayed WAL position
+instead: any change the primary makes moves it. Pages re-fetch their live regions on `change` and
 poll on their own when the stream is down (see templates/base.html).
 """
 
@@ -19,6 +21,7 @@ from starlette.responses import StreamingResponse
 
 WATERMARK = """SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint
 FROM pg_stat_user_tables WHERE (schemaname, relname) IN (('pgjobs', 'jobs'), ('public', 'enrichment_log'))"""
+REPLICA_WATERMARK = "SELECT pg_last_wal_replay_lsn()::text"
 DEBOUNCE = 0.5  # seconds: a burst of changes is one event
 KEEPALIVE = 15.0
 LIFETIME = 300.0  # seconds: a stream then ends and the browser reconnects (so none outlives a shutdown long)
@@ -42,11 +45,13 @@ class Live:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(self.dsn, autocommit=True) as conn:
-                    await conn.execute("LISTEN pgjobs")
+                    replica = (await (await conn.execute("SELECT pg_is_in_recovery()")).fetchone())[0]
+                    if not replica:
+                        await conn.execute("LISTEN pgjobs")
                     while True:
                         # Stats of other backends reach the view at their next flush (<= 1 s).
                         await conn.execute("SELECT pg_stat_clear_snapshot()")
-                        mark = (await (await conn.execute(WATERMARK)).fetchone())[0]
+                        mark = (await (await conn.execute(REPLICA_WATERMARK if replica else WATERMARK)).fetchone())[0]
                         if last is not None and mark != last:
                             self._bump()
                         last = mark
