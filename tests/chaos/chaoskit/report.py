@@ -107,7 +107,17 @@ to check a change; a scenario that fails is reported as failed, with what broke.
   exactly once, the cut host's held jobs rescued after their leases expired.
 - **In `bin/test`.** `tests/chaos/test_fast_scenarios.py` runs {_fast()}; `tests/chaos/test_proxy.py`
   checks the proxy's blackhole, restore and reset.
-- **Not covered yet.** The enrichment chain's timeline invariants under faults.
+- **The enrichment chain.** `chain_sigstop` runs the enrichment app (`pgjobs.enrichment`) on a
+  database of its own with its sandbox (a real HTTP server on 127.0.0.1 standing in for the five
+  APIs), two workers behind the proxy, the three fixture albums enqueued with `pgjobs enqueue
+  enrich-album`; it stops worker a (SIGSTOP) for 2.5 leases as soon as it holds a chain job, and
+  checks the timeline's invariants after (`tests/enrichment/e2e/chain_support.py`: exactly one
+  audit row per attempt, the rescued one included; flat lineage, every descendant's log row and job
+  naming the family's root; no duplicate children; one `enrichment_roots` row per root).
+- **Not covered yet.** A full WAL volume (PostgreSQL stops with PANIC; the workers' side is
+  `pg_restart`), a failover to a promoted standby, PgBouncer in front of the workers; the hand-off
+  window named in [queue.md](queue.md) ("Live"): an enqueue in the first moments of a fault, while
+  the silent worker's offer is still the freshest or the only one, waits for its lease.
 """)
 
 

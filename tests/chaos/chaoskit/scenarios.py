@@ -15,6 +15,7 @@ from psycopg import sql as pgsql
 
 from pgjobs.queue import enqueue
 
+from chaoskit.chain import chain_sigstop
 from chaoskit.runner import Lab, Result, Run
 from chaoskit.workload import LEASE_SECONDS, query
 
@@ -23,8 +24,8 @@ RESUME_TIMEOUT = 30.0
 LOCK_WINDOW = 30.0  # how long the in-transaction scenario waits for the server to drop the locks
 VOLUME_MB = 16  # the disk-full scenario's tmpfs: the scenario's database (~2 MB) and the filler
 # bin/test's subset (tests/chaos/test_fast_scenarios.py): scenario -> jobs (0: the scenario's own).
-FAST = {"pg_restart": 300, "backends_terminated": 300, "read_only": 300, "in_transaction": 300,
-        "handoff_partitioned": 0, "disk_full": 300}
+FAST = {"pg_restart": 300, "backends_terminated": 300, "read_only": 150, "in_transaction": 150,
+        "handoff_partitioned": 0, "disk_full": 300, "chain_sigstop": 0}
 
 
 def _fmt(seconds: float | None) -> str:
@@ -265,11 +266,16 @@ SCENARIOS: dict[str, tuple[str, Callable[[Run], None], dict]] = {
     "handoff_partitioned": ("an idle worker partitioned while offering hand-offs", handoff_partitioned, {"n": 0}),
     "disk_full": (f"disk full (the database's tablespace on a {VOLUME_MB} MB tmpfs) for 5 s", disk_full,
                   {"volume": VOLUME_MB}),
+    # Its own workload and checks (chaoskit.chain): the enrichment app and its sandbox.
+    "chain_sigstop": ("the enrichment chain, a worker SIGSTOPped for 2.5 x the lease mid-chain", chain_sigstop,
+                      {"own_run": True}),
 }
 
 
 def run_scenario(lab: Lab, name: str, n: int) -> Result:
     title, function, options = SCENARIOS[name]
+    if options.get("own_run"):
+        return function(lab, name)
     result = Result(name, title, options.get("n", n))
     started = time.monotonic()
     with ExitStack() as stack:
