@@ -133,14 +133,13 @@ async def test_the_listener_drops_a_connection_whose_probe_goes_unanswered(fresh
         await proxy.close()
 
 
-async def test_a_group_commit_stalled_mid_pipeline_is_ended_by_the_server_on_postgresql_17(fresh_dsn):
+async def test_a_group_commit_stalled_mid_pipeline_is_ended_by_the_server_on_postgresql_17(fresh_dsn, claim_jobs):
     """Mid-pipeline the server waits for the client in state 'active', where the idle-in-transaction
     timeout does not apply; on PostgreSQL 17+ the group's transaction_timeout ends it, so the
     jobs' row locks go. (PostgreSQL 15/16 have no such bound: the write simply completes.)"""
     from pgjobs.queue import Complete
     from pgjobs.queue.completer import Finished, write_outcomes
     from pgjobs.queue.faults import UNAVAILABLE
-    from conftest import claim
 
     _enqueue(fresh_dsn, "noop")
     stalled = asyncio.Event()
@@ -161,7 +160,7 @@ async def test_a_group_commit_stalled_mid_pipeline_is_ended_by_the_server_on_pos
         await tx.execute("SELECT 1")
 
     async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as conn:
-        (job,) = await claim(conn)
+        (job,) = await claim_jobs(conn)
         version = conn.info.server_version
         if version >= 170000:
             with pytest.raises(UNAVAILABLE):
