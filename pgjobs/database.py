@@ -127,12 +127,20 @@ class Timeouts:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "Timeouts":
-        return cls(**{name: getattr(settings, name) for name in cls.__dataclass_fields__})
+        return cls._resolved({name: getattr(settings, name) for name in cls.__dataclass_fields__},
+                             settings.lease_seconds)
 
     @classmethod
     def default(cls) -> "Timeouts":
         """The settings' defaults, without reading the environment."""
-        return cls(**{name: Settings.model_fields[name].default for name in cls.__dataclass_fields__})
+        return cls._resolved({name: Settings.model_fields[name].default for name in cls.__dataclass_fields__},
+                             Settings.model_fields["lease_seconds"].default)
+
+    @classmethod
+    def _resolved(cls, values: dict[str, Any], lease_seconds: float) -> "Timeouts":
+        if values["idle_in_transaction_timeout"] is None:  # unset: below the lease, whatever it is
+            values["idle_in_transaction_timeout"] = lease_seconds / 2
+        return cls(**values)
 
     def options(self, application_name: str, *, statement_timeout: bool = False) -> dict[str, Any]:
         """psycopg connect() keyword arguments: libpq parameters plus server settings (`options`).

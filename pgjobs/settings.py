@@ -77,7 +77,9 @@ class Settings(BaseSettings):
     keepalives_count: int = Field(default=3, ge=1)  # … unanswered probes before the peer is dead
     tcp_user_timeout: float = Field(default=30.0, ge=0)  # seconds sent data may stay unacknowledged
     statement_timeout: float = Field(default=30.0, ge=0)  # on the queue's own statements
-    idle_in_transaction_timeout: float = Field(default=60.0, ge=0)  # server ends a stalled transaction
+    # The server ends a session idle inside a transaction this long; unset: half the lease (15 s), so
+    # a partition striking mid-transaction frees its row locks before the lease runs out.
+    idle_in_transaction_timeout: float | None = Field(default=None, ge=0)
     listener_probe_interval: float = Field(default=5.0, gt=0)  # seconds between the listener's probes
     listener_probe_timeout: float = Field(default=5.0, gt=0)  # a probe unanswered this long: reconnect
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Iterable
@@ -21,6 +22,7 @@ import psycopg
 
 from pgjobs.queue.context import Deferred, JobTransaction
 from pgjobs.queue.errors import LeaseLost
+from pgjobs.queue.faults import UNAVAILABLE, FaultLog
 from pgjobs.queue.jobs import Job, Q
 from pgjobs.logs import log_many
 from pgjobs.queue.outcomes import Complete, Outcome, Retry
@@ -94,7 +96,15 @@ async def _write_one(conn: psycopg.AsyncConnection, item: Finished) -> None:
     await tx.deferred.flush(conn)
 
 
-async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
+# Mid-pipeline the server waits for the client's next message in state 'active', where
+# idle_in_transaction_session_timeout does not apply: a partition striking there would keep the
+# group's row locks (its jobs out of the rescuer's reach) for as long as the TCP peer seems alive.
+# PostgreSQL 17+ bounds it with transaction_timeout, set for this transaction only, queued in the
+# pipeline (no round trip of its own).
+_BOUND = "SELECT set_config('transaction_timeout', %s, true)"
+
+
+async def _fast(conn: psycopg.AsyncConnection, items: list[Finished], bound_ms: int = 0) -> None:
     async with conn.transaction():
         await _apply(conn, items)
         deferred = Deferred()  # the whole group's children and rows: one COPY per target
@@ -108,6 +118,8 @@ async def _fast(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
                 if not entered:
                     entered = True
                     await stack.enter_async_context(conn.pipeline())
+                    if bound_ms and conn.info.server_version >= 170000:
+                        await conn.execute(_BOUND, (str(bound_ms),))
 
             for item in items:
                 if item.state is None:
@@ -137,7 +149,7 @@ async def _careful(conn: psycopg.AsyncConnection, items: list[Finished]) -> None
             try:
                 await _unit(conn, item)
                 continue
-            except psycopg.OperationalError:
+            except UNAVAILABLE:  # the database's fault, not the job's: the whole group is retried
                 raise
             except Exception as exc:  # the job's own write failed: its savepoint is gone
                 item.write_error = f"{type(exc).__name__}: {exc}".strip()
@@ -146,20 +158,23 @@ async def _careful(conn: psycopg.AsyncConnection, items: list[Finished]) -> None
             item.outcome.write = fallback(item.write_error) if fallback else None
             try:
                 await _unit(conn, item)
-            except psycopg.OperationalError:
+            except UNAVAILABLE:
                 raise
             except Exception:
                 item.outcome.write = None
                 await _unit(conn, item)
 
 
-async def write_outcomes(conn: psycopg.AsyncConnection, items: list[Finished]) -> list[Finished]:
-    """Write a group of outcomes; returns the items (each with `state` set, None when fenced out)."""
+async def write_outcomes(conn: psycopg.AsyncConnection, items: list[Finished], *,
+                         hold_limit: float = 0.0) -> list[Finished]:
+    """Write a group of outcomes; returns the items (each with `state` set, None when fenced out).
+    `hold_limit`: seconds the server may keep the group's transaction open (0: unbounded), for
+    the stretch idle_in_transaction_session_timeout does not cover (see _BOUND)."""
     if not items:
         return items
     try:
-        await _fast(conn, items)
-    except psycopg.OperationalError:
+        await _fast(conn, items, int(hold_limit * 1000))
+    except UNAVAILABLE:
         raise
     except Exception as exc:
         log.warning("group commit of %d outcomes failed (%s); replaying one savepoint per job", len(items), exc)
@@ -209,7 +224,12 @@ class GroupCommitter:
     _held: dict[int, Job]
     _wake: asyncio.Event
     hooks: Any
+    lease_seconds: float
+    timeouts: Any  # pgjobs.database.Timeouts
+    _stopping: asyncio.Event
+    _faults: dict[str, FaultLog]
     _start_backlog: Callable[[], None]
+    _after_fault: Callable[[BaseException], Any]
 
     async def _complete_loop(self) -> None:
         while True:
@@ -223,17 +243,30 @@ class GroupCommitter:
                     self._done.task_done()
 
     async def _write(self, batch: list[Finished]) -> None:
-        for attempt in range(3):
+        # While the database is unavailable (restarting, read-only, disk full) the group is retried
+        # with backoff: the jobs stay held (heartbeated once it answers, their slots taken), and
+        # the write lands when it is back unless a rescuer re-queued a job first, which fencing
+        # then drops. A retried group is safe: whatever committed already is fenced out the second
+        # time. Patience: ten leases, one once the worker is stopping.
+        faults, delay, started = self._faults["writing outcomes"], 0.2, time.monotonic()
+        while True:
             try:
                 async with self.pool.connection() as conn:
-                    await write_outcomes(conn, batch)
+                    await write_outcomes(conn, batch, hold_limit=self.timeouts.idle_in_transaction_timeout)
+                faults.ok()
                 break
-            except psycopg.OperationalError as exc:
-                # A retried group is safe: whatever committed already is fenced out the second time.
-                _worker_log.warning("writing %d outcomes failed (%s); retrying", len(batch), exc)
-                await asyncio.sleep(0.2 * (attempt + 1))
-        else:
-            _worker_log.error("gave up writing %d outcomes; their leases will expire and be rescued", len(batch))
+            except UNAVAILABLE as exc:
+                faults.failed(exc, delay)
+                await self._after_fault(exc)
+                patience = self.lease_seconds * (1 if self._stopping.is_set() else 10)
+                if time.monotonic() + delay - started > patience:
+                    for item in batch:
+                        item.state = None  # whatever its failed attempts set: nothing committed
+                    _worker_log.error("gave up writing %d outcomes after %.0fs; their leases will expire and "
+                                      "be rescued", len(batch), time.monotonic() - started)
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         done, troubled = [], []
         info = _worker_log.isEnabledFor(logging.INFO)
         for item in batch:

@@ -85,6 +85,11 @@ class ClaimFloors:
         return {"r_queues": queues, "r_kinds": kinds, "lo_priorities": lo_p, "lo_run_ats": lo_r,
                 "lo_ids": lo_i, "hi_priorities": hi_p, "floor_margin": self.margin}
 
+    def rescan_next(self) -> None:
+        """The next claim scans whole ranges: jobs went back below the floors (rescued ones keep
+        their run_at, their place at the front of the queue)."""
+        self._since = float("-inf")
+
     def advance(self, jobs: Iterable[Any], seconds: float = 0.0) -> None:
         """Raise the floors to the claimed jobs (anything with queue, kind, priority, run_at, id);
         `seconds`, what the claim took, spaces out the next whole-range claim."""

@@ -1,12 +1,15 @@
 """Wake-ups: LISTEN on a dedicated connection, probed, reconnected after it dies.
 
 Enqueue sends `pg_notify('pgjobs', queue)`. The listener sets the producer's wake event for the
-queues it serves. With a hand-off channel it also LISTENs there and holds the worker's liveness
-lock (a session advisory lock: enqueue_handoff only picks workers whose lock is held), and passes
-each job handed over on that channel to `handoff`. Every `probe_interval` it runs a query on the
+queues it serves. With a hand-off channel it also LISTENs there, holds the worker's liveness
+lock (a session advisory lock: enqueue_handoff only picks workers whose lock is held), passes
+each job handed over on that channel to `handoff`, and its probes refresh the worker's offer
+(pgjobs.queue.handoff: an offer nobody refreshes expires). Every `probe_interval` it runs a query on the
 same session, bounded by `probe_timeout`: a half-open, stalled or terminated connection fails the
-probe (or never answers it), the listener drops it and reconnects with backoff, LISTENs again and wakes the producer so it catches up on anything enqueued while it
-was deaf (the jittered poll covers the time in between).
+probe (or never answers it), the listener drops it and reconnects with backoff, LISTENs again and
+wakes the producer so it catches up on anything enqueued while it was deaf (the jittered poll
+covers the time in between). `connected` is clear while it is not listening: the worker offers
+nothing then.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import psycopg
 from psycopg import sql
 
 from pgjobs.queue.handoff import Handoff
+from pgjobs.queue.jobs import Q
 
 log = logging.getLogger("pgjobs.listener")
 CHANNEL = "pgjobs"
@@ -120,9 +124,11 @@ class Listener:
             if not listening:
                 raise psycopg.OperationalError("LISTEN registration lost")
 
-    @staticmethod
-    async def _probe(conn: psycopg.AsyncConnection) -> bool:
-        cur = await conn.execute("SELECT %s = ANY(ARRAY(SELECT pg_listening_channels()))", (CHANNEL,))
+    async def _probe(self, conn: psycopg.AsyncConnection) -> bool:
+        # The same statement refreshes our hand-off offer, if one stands (pgjobs.queue.handoff).
+        offer = {"worker_id": self._handoff.worker_id, "offer_ttl": self._handoff.offer_ttl} if self._handoff \
+            else {"worker_id": "", "offer_ttl": 0}
+        cur = await conn.execute(Q["listener_probe"], offer)
         (listening,) = await cur.fetchone()
         return bool(listening)
 

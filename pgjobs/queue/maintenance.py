@@ -10,6 +10,7 @@ from datetime import datetime, timedelta, timezone
 import psycopg
 
 from pgjobs.queue.context import JobTransaction
+from pgjobs.queue.faults import UNAVAILABLE
 from pgjobs.queue.jobs import Q, RescuedJob
 from pgjobs.queue.registry import Registry
 
@@ -33,7 +34,7 @@ async def rescue_expired(conn: psycopg.AsyncConnection, registry: Registry, *, l
                         tx = JobTransaction(conn, job)
                         await handler.on_lease_expired(tx, job)
                         await tx.deferred.flush(conn)
-                except psycopg.OperationalError:
+                except UNAVAILABLE:  # the database's fault: the whole rescue is retried
                     raise
                 except Exception:  # the hook's savepoint is rolled back; the rescue itself stands
                     log.exception("on_lease_expired hook failed for job %s", job.id)

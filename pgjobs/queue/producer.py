@@ -27,6 +27,7 @@ import psycopg
 
 from pgjobs.queue import handoff
 from pgjobs.queue.completer import Finished
+from pgjobs.queue.faults import UNAVAILABLE, FaultLog, reason
 from pgjobs.queue.floors import ClaimFloors
 from pgjobs.queue.jobs import Job, Q, claimed_jobs
 from pgjobs.queue.outcomes import HandBack
@@ -34,6 +35,7 @@ from pgjobs.queue.outcomes import HandBack
 if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
+    from pgjobs.queue.listener import Listener
     from pgjobs.queue.worker import WorkerHooks
 
 # Python 3.12+: a job's task starts at once, inside _start, instead of one loop turn later; a
@@ -59,6 +61,7 @@ class Producer:
     burst_waits_for_scheduled: bool
     hooks: WorkerHooks
     _handoff: handoff.Handoff | None
+    listener: Listener
     _offer_params: dict[str, Any]
     _floors: ClaimFloors  # where this worker's claims start (pgjobs.queue.floors)
     _claimer: psycopg.AsyncConnection | None
@@ -69,6 +72,10 @@ class Producer:
     _backlog: deque[Job]
     _offering: bool
     _done: asyncio.Queue[Finished]
+    _faults: dict[str, FaultLog]
+
+    async def _after_fault(self, exc: BaseException) -> None:
+        raise NotImplementedError
 
     async def _execute(self, job: Job) -> None:
         raise NotImplementedError
@@ -78,16 +85,20 @@ class Producer:
 
     async def _produce_loop(self) -> None:
         backoff = 0.1
+        faults: FaultLog = self._faults["claiming"]
         while not self._stopping.is_set():
             try:
                 if await self._produce_once():
                     return
                 backoff = 0.1
-            except psycopg.OperationalError as exc:
-                # The database went away (restart, failover, killed backend): keep the daemon up,
-                # back off, and claim again once it answers; held jobs keep their leases meanwhile.
+                faults.ok()
+            except UNAVAILABLE as exc:
+                # The database went away or refuses writes (restart, failover, killed backend, read
+                # only, disk full): keep the daemon up, back off, and claim again on a new session
+                # once it answers; held jobs keep their leases meanwhile.
                 await self._close_claimer()
-                log.warning("claiming failed (%s); retrying in %.1fs", type(exc).__name__, backoff)
+                await self._after_fault(exc)
+                faults.failed(exc, backoff)
                 await self._sleep(backoff * random.uniform(0.8, 1.2))
                 backoff = min(backoff * 2, 5.0)
 
@@ -129,7 +140,9 @@ class Producer:
             await conn.close()
 
     async def _claim(self, limit: int, free: int) -> int:
-        offer = free if self._handoff and not (self.burst or self._stopping.is_set()) else 0  # slots offered if idle
+        # Slots offered if idle: none while the listener is not listening (a hand-off would reach no one).
+        offering = self._handoff and self.listener.connected.is_set() and not (self.burst or self._stopping.is_set())
+        offer = free if offering else 0
         token = uuid.uuid4()
         params = {"queues": self.queues, "kinds": self.kinds, "limit": limit, "lease_seconds": self.lease_seconds,
                   "worker_id": self.worker_id, "idle_slots": offer, "lease_token": token} | self._offer_params
@@ -198,7 +211,8 @@ class Producer:
             conn = await self._claimer_conn()
             await conn.execute(Q["withdraw_waiter"], {"worker_id": self.worker_id})
             self._offering = False
-        except psycopg.OperationalError as exc:
+        except UNAVAILABLE as exc:
+            await self._close_claimer()  # a new session next time (this one may be stale: read-only)
             log.warning("could not withdraw the hand-off offer (%s)", type(exc).__name__)
 
     async def _hand_back_orphans(self) -> None:
@@ -209,8 +223,8 @@ class Producer:
                 cur = await conn.execute(Q["hand_back_orphans"], {"worker_id": self.worker_id,
                                                                    "held": list(self._held)})
                 orphans = await cur.fetchall()
-        except psycopg.OperationalError as exc:
-            log.warning("could not hand back unstarted hand-offs (%s); their leases will expire", exc)
+        except UNAVAILABLE as exc:
+            log.warning("could not hand back unstarted hand-offs (%s); their leases will expire", reason(exc))
             return
         if orphans:
             log.info("handed back %d hand-off(s) that arrived as the worker stopped", len(orphans))

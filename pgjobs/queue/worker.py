@@ -33,7 +33,8 @@ from pgjobs.queue import defaults
 from pgjobs.queue.bounded import bounded
 from pgjobs.queue.completer import Finished, GroupCommitter
 from pgjobs.queue.executor import ErrorHook, Executor
-from pgjobs.queue.handoff import Handoff
+from pgjobs.queue.faults import UNAVAILABLE, FaultLog, stale_session
+from pgjobs.queue.handoff import OFFER_REFRESH, Handoff
 from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q
 from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Listener
@@ -54,7 +55,8 @@ def new_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
 
 # A worker with hand-offs off offers nothing (idle_slots 0): these only fill the claim's parameters.
-_NO_OFFER: dict[str, Any] = {"channel": "", "lock_key": 0, "handoff_token": None}
+_NO_OFFER: dict[str, Any] = {"channel": "", "lock_key": 0, "handoff_token": None, "offer_ttl": 0,
+                             "offer_refresh": OFFER_REFRESH}
 
 
 
@@ -127,9 +129,13 @@ class Worker(Producer, GroupCommitter):
         self.conninfo = conninfo
         self.retention = retention  # finished families pruned by the rescue loop (pgjobs.queue.maintenance)
         # Hand-off (pgjobs.queue.handoff): jobs leased to this worker arrive on its own channel.
-        self._handoff = Handoff(self._handed) if handoff else None
+        # An offer lives through two missed refreshes (pgjobs.queue.handoff, "Liveness"): an idle
+        # worker claims at least every 1.2 poll intervals (jitter), its listener probes every interval.
+        offer_ttl = 2 * min(1.2 * poll_interval, self.timeouts.listener_probe_interval)
+        self._handoff = Handoff(self._handed, self.worker_id, offer_ttl) if handoff else None
         self._offer_params = {"channel": self._handoff.channel, "lock_key": self._handoff.lock_key,
-                              "handoff_token": self._handoff.token} if self._handoff else _NO_OFFER
+                              "handoff_token": self._handoff.token, "offer_ttl": offer_ttl,
+                              "offer_refresh": OFFER_REFRESH} if self._handoff else _NO_OFFER
         self.listener = Listener(conninfo, self.queues, self._wake_up, handoff=self._handoff,
                                  probe_interval=self.timeouts.listener_probe_interval,
                                  probe_timeout=self.timeouts.listener_probe_timeout,
@@ -143,6 +149,8 @@ class Worker(Producer, GroupCommitter):
         self._backlog: deque[Job] = deque()  # handed to us beyond our free slots: held, not started
         self._offering = False  # our hand-off offer (pgjobs.waiters) may be open
         self._done: asyncio.Queue[Finished] = asyncio.Queue()
+        self._faults = {what: FaultLog(log, what) for what in ("claiming", "heartbeat", "rescuer", "writing outcomes")}
+        self._drained_at = 0.0
 
     # --- public -------------------------------------------------------------------------------
 
@@ -205,15 +213,23 @@ class Worker(Producer, GroupCommitter):
         try:
             async with self.pool.connection() as conn, bounded(conn, self.timeouts.statement_timeout):
                 await conn.execute(Q["upsert_worker"], self._worker_row())
-        except psycopg.OperationalError as exc:  # the heartbeat writes it once the database answers
+        except UNAVAILABLE as exc:  # the heartbeat writes it once the database answers
+            await self._after_fault(exc)
             log.warning("could not register the worker (%s)", type(exc).__name__)
 
     async def _unregister(self) -> None:
         try:
             async with self.pool.connection() as conn, bounded(conn, self.timeouts.statement_timeout):
                 await conn.execute(Q["delete_worker"], {"worker_id": self.worker_id})
-        except psycopg.OperationalError as exc:
+        except UNAVAILABLE as exc:
             log.warning("could not remove the worker's row (%s); it ages out", type(exc).__name__)
+
+    async def _after_fault(self, exc: BaseException) -> None:
+        """Connections opened while the database was read-only stay read-only after it is reset:
+        drop the pool's (at most once a second); the claimer's session is replaced by its loop."""
+        if stale_session(exc) and time.monotonic() - self._drained_at >= 1.0:
+            self._drained_at = time.monotonic()
+            await self.pool.drain()
 
     # --- executor (pgjobs.queue.executor runs the handler) -------------------------------------
 
@@ -239,20 +255,25 @@ class Worker(Producer, GroupCommitter):
     # --- upkeep -------------------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
+        faults = self._faults["heartbeat"]
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            await self._register()  # our pgjobs.workers row says we are alive, busy or not
-            held = list(self._held.values())
-            if not held:
-                continue
-            params = {"ids": [j.id for j in held], "tokens": [j.lease_token for j in held],
-                      "lease_seconds": self.lease_seconds}
+            held, alive = list(self._held.values()), set()
             try:
-                async with self.pool.connection() as conn, bounded(conn, self.timeouts.statement_timeout):
-                    cur = await conn.execute(Q["extend_leases"], params)
-                    alive = {row[0] for row in await cur.fetchall()}
-            except psycopg.OperationalError as exc:
-                log.warning("heartbeat failed (%s)", exc)
+                async with self.pool.connection() as conn:
+                    async with bounded(conn, self.timeouts.statement_timeout):
+                        # our pgjobs.workers row says we are alive, busy or not
+                        await conn.execute(Q["upsert_worker"], self._worker_row())
+                    if held:
+                        params = {"ids": [j.id for j in held], "tokens": [j.lease_token for j in held],
+                                  "lease_seconds": self.lease_seconds}
+                        async with bounded(conn, self.timeouts.statement_timeout):
+                            cur = await conn.execute(Q["extend_leases"], params)
+                            alive = {row[0] for row in await cur.fetchall()}
+                faults.ok()
+            except UNAVAILABLE as exc:
+                faults.failed(exc)
+                await self._after_fault(exc)
                 continue
             for job in held:
                 task = self._tasks.get(job.id)
@@ -262,6 +283,7 @@ class Worker(Producer, GroupCommitter):
                     task.cancel()
 
     async def _rescue_loop(self) -> None:
+        faults = self._faults["rescuer"]
         while True:
             try:
                 # Not bounded by statement_timeout: kinds' on_lease_expired hooks run in it.
@@ -271,10 +293,14 @@ class Worker(Producer, GroupCommitter):
                         await conn.execute(Q["prune_dead_waiters"])
                     if self.retention is not None:
                         await self.retention.tick(conn)
-                if rescued and self.hooks.rescued is not None:
-                    self.hooks.rescued(len(rescued))
-            except psycopg.OperationalError as exc:
-                log.warning("rescuer failed (%s)", exc)
+                faults.ok()
+                if rescued:
+                    self._floors.rescan_next()  # they kept their run_at: below our floors, at the front
+                    if self.hooks.rescued is not None:
+                        self.hooks.rescued(len(rescued))
+            except UNAVAILABLE as exc:
+                faults.failed(exc)
+                await self._after_fault(exc)
             await asyncio.sleep(max(0.5, self.lease_seconds / 2) * random.uniform(0.8, 1.2))
 
     async def _drain(self) -> None:

@@ -37,14 +37,20 @@ WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXI
 -- The waiter is only read, never locked or updated (that cost ~0.1 ms of every wake-up): its offer
 -- is refreshed by its own claims, and a worker handed more than it has free slots for keeps the
 -- extra ones leased and starts them as slots free up (pgjobs.queue.worker), withdrawing its offer.
+-- Liveness (migration 0010): only an offer that has not expired (its worker's idle claims and
+-- listener probes push expires_at forward), of a waiter whose listener session still holds its
+-- lock (the server frees it at once when that session ends); the one heard from most recently
+-- first, so a worker that went silent (half-open network, SIGSTOP) is passed over as soon as
+-- another has spoken since, long before its offer expires.
 WITH taken AS (
     SELECT w.worker_id, w.channel, w.lease_seconds, w.lease_token
     FROM pgjobs.waiters w
     WHERE %(queue)s = ANY (w.queues) AND %(kind)s = ANY (w.kinds) AND w.free > 0 AND w.lease_token IS NOT NULL
+      AND w.expires_at > now()
       AND NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = %(queue)s)
       AND %(note)s::text IS NOT NULL AND octet_length(%(payload)s::text) <= 6900  -- NOTIFY takes < 8000 bytes
       AND NOT pg_try_advisory_xact_lock_shared(w.lock_key)  -- its listener holds it while alive
-    ORDER BY w.since
+    ORDER BY w.heard_at DESC
     LIMIT 1
 ), new AS (
     SELECT nextval('pgjobs.job_id_seq') AS id
@@ -204,16 +210,23 @@ WITH next AS (
     SELECT CASE WHEN count(*) < %(limit)s THEN greatest(%(idle_slots)s - count(*), 0) ELSE 0 END AS free
     FROM claimed
 ), offered AS (
-    INSERT INTO pgjobs.waiters (worker_id, queues, kinds, channel, lock_key, free, lease_seconds, lease_token)
+    INSERT INTO pgjobs.waiters (worker_id, queues, kinds, channel, lock_key, free, lease_seconds, lease_token,
+                                heard_at, expires_at)
     SELECT %(worker_id)s, %(queues)b::text[], %(kinds)b::text[], %(channel)s, %(lock_key)s, offer.free,
-           %(lease_seconds)s, %(handoff_token)s
+           %(lease_seconds)s, %(handoff_token)s, clock_timestamp(),
+           clock_timestamp() + make_interval(secs => %(offer_ttl)s)
     FROM offer WHERE offer.free > 0
     ON CONFLICT (worker_id) DO NOTHING
 ), changed AS (
-    -- Only a changed offer is written (enqueue_handoff only reads it).
-    UPDATE pgjobs.waiters w SET free = offer.free, since = clock_timestamp()
+    -- Only a changed offer is written (enqueue_handoff only reads it), or a standing one last
+    -- heard of more than %(offer_refresh)s seconds ago: its proof of life (migration 0010).
+    UPDATE pgjobs.waiters w
+    SET free = offer.free, since = CASE WHEN w.free <> offer.free THEN clock_timestamp() ELSE w.since END,
+        heard_at = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => %(offer_ttl)s)
     FROM offer
-    WHERE w.worker_id = %(worker_id)s AND w.free <> offer.free
+    WHERE w.worker_id = %(worker_id)s
+      AND (w.free <> offer.free OR (offer.free > 0 AND (w.heard_at IS NULL
+           OR w.heard_at < clock_timestamp() - make_interval(secs => %(offer_refresh)s))))
 )
 SELECT * FROM claimed;
 
@@ -271,6 +284,9 @@ RETURNING j.id;
 
 -- name: rescue_expired
 -- Re-queue running jobs whose lease expired (their worker died); the lost run counts as an attempt.
+-- A re-queued job keeps its run_at, so it goes back to its place at the front of the queue, not
+-- behind everything enqueued since (claim floors skip it until the next whole-range claim, which
+-- the rescuing worker makes at once: pgjobs.queue.worker).
 WITH expired AS (
     SELECT id FROM pgjobs.jobs
     WHERE state = 'running' AND lease_expires_at < now()
@@ -280,7 +296,6 @@ WITH expired AS (
 )
 UPDATE pgjobs.jobs j
 SET state = CASE WHEN j.attempt - j.snoozes >= j.max_attempts THEN 'failed' ELSE 'queued' END::pgjobs.job_state,
-    run_at = now(),
     finished_at = CASE WHEN j.attempt - j.snoozes >= j.max_attempts THEN now() END,
     last_error = 'lease expired: worker ' || coalesce(j.worker_id, '?') || ' stopped heartbeating',
     errors = j.errors || jsonb_build_array(jsonb_build_object(
@@ -316,8 +331,20 @@ WHERE worker_id = %(worker_id)s AND state = 'running' AND id <> ALL (%(held)b::b
 RETURNING id;
 
 -- name: prune_dead_waiters
--- Offers of workers whose listener session is gone (the lock is free: taking it here proves it).
-DELETE FROM pgjobs.waiters w WHERE pg_try_advisory_xact_lock(w.lock_key);
+-- Offers of workers whose listener session is gone (the lock is free: taking it here proves it),
+-- and offers that expired (never picked anyway; a worker that comes back offers again).
+DELETE FROM pgjobs.waiters w WHERE w.expires_at < now() OR pg_try_advisory_xact_lock(w.lock_key);
+
+-- name: listener_probe
+-- The listener's probe, on the session that LISTENs: is it still listening on 'pgjobs'? And, as
+-- proof that worker %(worker_id)s still hears its channel, its standing hand-off offer (if any)
+-- stays live for another %(offer_ttl)s seconds ('' for a listener without hand-offs: no row).
+WITH refreshed AS (
+    UPDATE pgjobs.waiters
+    SET heard_at = clock_timestamp(), expires_at = clock_timestamp() + make_interval(secs => %(offer_ttl)s)
+    WHERE worker_id = %(worker_id)s
+)
+SELECT 'pgjobs' = ANY (ARRAY(SELECT pg_listening_channels())) AS listening;
 
 -- name: pending_work
 -- For --burst: is anything in these queues running (it may spawn more), or runnable by this worker

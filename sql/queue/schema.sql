@@ -103,6 +103,8 @@ CREATE TABLE pgjobs.waiters (
     since timestamp with time zone DEFAULT clock_timestamp() NOT NULL,
     lease_token uuid,
     kinds text[],
+    heard_at timestamp with time zone,
+    expires_at timestamp with time zone,
     CONSTRAINT waiters_free_check CHECK ((free >= 0)),
     CONSTRAINT waiters_lease_seconds_check CHECK ((lease_seconds > (0)::double precision))
 );

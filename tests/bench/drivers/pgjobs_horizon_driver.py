@@ -66,7 +66,8 @@ def claim_params(query: str, limit: int, idle_slots: int, ranges: dict) -> dict:
     than timing some other statement."""
     known = {"queues": ["default"], "limit": limit, "lease_seconds": 30.0, "worker_id": "bench-horizon",
              "channel": f"pgjobs_w_{uuid.uuid4().hex[:16]}", "lock_key": 1, "idle_slots": idle_slots,
-             "lease_token": uuid.uuid4(), "handoff_token": uuid.uuid4(), "kinds": ["noop"]} | ranges
+             "lease_token": uuid.uuid4(), "handoff_token": uuid.uuid4(), "offer_ttl": 10,
+             "offer_refresh": 0.2, "kinds": ["noop"]} | ranges
     names = set(re.findall(r"%\((\w+)\)[sbt]", query))
     unknown = names - known.keys()
     if unknown:

@@ -15,7 +15,12 @@ import socket
 import subprocess
 import tempfile
 import warnings
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+import psycopg
+from psycopg import sql
 
 DEBIAN_BIN = Path("/usr/lib/postgresql/15/bin")
 
@@ -91,6 +96,33 @@ class Cluster:
         """Crash the server (no shutdown checkpoint; every backend gone at once) and start it again."""
         # -l again: without it the new postmaster would write its log into our pipe
         self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-m", "immediate", "-w", "-t", "30", "restart")
+
+    @contextmanager
+    def small_tablespace(self, name: str, megabytes: int = 16) -> Iterator[str]:
+        """A tablespace on a tmpfs of `megabytes` mounted for it (root only), so a scenario can fill a
+        disk for real: writes that need a new page fail with DiskFull while the WAL (in the data
+        directory) still has room. Dropped and unmounted on exit, even after a failure."""
+        if os.geteuid() != 0:
+            raise PermissionError("a disk-full drill mounts a small tmpfs: run as root")
+        where = self.base / f"volume-{name}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0700", "tmpfs", str(where)],
+                       check=True, capture_output=True, timeout=30)
+        try:
+            if self.user:
+                entry = pwd.getpwnam(self.user)
+                os.chown(where, entry.pw_uid, entry.pw_gid)
+            with psycopg.connect(self.dsn(), autocommit=True) as conn:
+                conn.execute(sql.SQL("CREATE TABLESPACE {} LOCATION {}").format(
+                    sql.Identifier(name), sql.Literal(str(where))))
+            try:
+                yield name
+            finally:
+                with psycopg.connect(self.dsn(), autocommit=True) as conn:
+                    conn.execute(sql.SQL("DROP TABLESPACE IF EXISTS {}").format(sql.Identifier(name)))
+        finally:
+            subprocess.run(["umount", "-l", str(where)], capture_output=True, timeout=30)
+            where.rmdir()
 
     def dsn(self, dbname: str = "postgres", host: str = "127.0.0.1", port: int | None = None) -> str:
         return f"postgresql://postgres@{host}:{port or self.port}/{dbname}"

@@ -9,10 +9,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from chaoskit.runner import DRAIN_TIMEOUT, STRANDED_GRACE, Result
-from chaoskit.scenarios import LOCK_WINDOW
+from chaoskit.scenarios import FAST, LOCK_WINDOW, VOLUME_MB
 from chaoskit.workload import LEASE_SECONDS
 
 DOCS = Path(__file__).resolve().parents[3] / "docs" / "reliability.md"
+
+
+def _fast() -> str:
+    return ", ".join(f"`{name}` ({n} jobs)" if n else f"`{name}`" for name, n in FAST.items())
 
 
 def _recovery(result: Result) -> str:
@@ -75,6 +79,17 @@ to check a change; a scenario that fails is reported as failed, with what broke.
   `pg_stat_activity` shows one of its sessions inside a transaction that holds an xid; it then watches
   whether the server ends that transaction by itself, and if not, terminates the session (the
   operator's hand) so the drain can finish and the other invariants be checked.
+- **Read-only and disk full.** `read_only` sets `default_transaction_read_only` on the scenario's
+  database and terminates its sessions (new ones start read-only; the setting sticks to a session
+  after it is reset, so the workers must replace the connections they opened meanwhile).
+  `disk_full` (root only) mounts a {VOLUME_MB} MB tmpfs, makes it a tablespace holding every table
+  and index of the scenario's database, and fills it with a table of its own until PostgreSQL
+  reports `DiskFull` ("could not extend file"); it drops that table after 5 s. The WAL stays on the
+  data directory's disk: a full WAL volume makes PostgreSQL stop (PANIC) and start again once
+  space is freed, which `pg_restart` covers from the workers' side.
+- **Hand-off to a silent worker.** `handoff_partitioned` starts two idle workers (both offering
+  hand-offs), blackholes the one whose offer an enqueue would pick, waits 1 s, then makes 20
+  autocommit enqueues 0.25 s apart and times each from enqueue to done.
 - **Invariants, after every scenario.** Every job `succeeded` within {DRAIN_TIMEOUT:.0f} s of the heal; exactly one
   effect row per job (none orphaned); no job `running` on a lease that expired more than
   {STRANDED_GRACE:.0f} s earlier (3 leases: a live rescuer runs every half lease), sampled every
@@ -90,10 +105,19 @@ to check a change; a scenario that fails is reported as failed, with what broke.
   10.200.X.0/24 networks (on this machine only), against the cluster listening on the veth
   addresses; it takes one host's link down mid-drain and checks the other two finish every job
   exactly once, the cut host's held jobs rescued after their leases expired.
-- **In `bin/test`.** `tests/chaos/test_fast_scenarios.py` runs `pg_restart` and
-  `backends_terminated` with 300 jobs (both hold today); `tests/chaos/test_proxy.py` checks the
-  proxy's blackhole, restore and reset.
-- **Not covered yet.** The enrichment chain's timeline invariants under faults; disk full.
+- **In `bin/test`.** `tests/chaos/test_fast_scenarios.py` runs {_fast()}; `tests/chaos/test_proxy.py`
+  checks the proxy's blackhole, restore and reset.
+- **The enrichment chain.** `chain_sigstop` runs the enrichment app (`pgjobs.enrichment`) on a
+  database of its own with its sandbox (a real HTTP server on 127.0.0.1 standing in for the five
+  APIs), two workers behind the proxy, the three fixture albums enqueued with `pgjobs enqueue
+  enrich-album`; it stops worker a (SIGSTOP) for 2.5 leases as soon as it holds a chain job, and
+  checks the timeline's invariants after (`tests/enrichment/e2e/chain_support.py`: exactly one
+  audit row per attempt, the rescued one included; flat lineage, every descendant's log row and job
+  naming the family's root; no duplicate children; one `enrichment_roots` row per root).
+- **Not covered yet.** A full WAL volume (PostgreSQL stops with PANIC; the workers' side is
+  `pg_restart`), a failover to a promoted standby, PgBouncer in front of the workers; the hand-off
+  window named in [queue.md](queue.md) ("Live"): an enqueue in the first moments of a fault, while
+  the silent worker's offer is still the freshest or the only one, waits for its lease.
 """)
 
 

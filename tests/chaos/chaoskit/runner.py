@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from psycopg import sql as pgsql
+
 from chaoskit.cluster import Cluster
 from chaoskit.proxy import Proxy
 from chaoskit.workload import LEASE_SECONDS, Database, Template, WorkerProc, wait_until, worker_env
@@ -72,11 +74,16 @@ class Lab:
 
 class Run:
     def __init__(self, lab: Lab, result: Result, *, payload: dict[str, int], concurrency: int = 4,
-                 workers: tuple[str, ...] = ("a", "b")) -> None:
+                 workers: tuple[str, ...] = ("a", "b"), tablespace: str | None = None) -> None:
         self.lab = lab
         self.result = result
         self.n = result.n
         self.db: Database = lab.template.fresh(result.scenario)
+        self.tablespace = tablespace
+        if tablespace:  # every table and index of the scenario's database there (not the catalogs)
+            for kind in ("TABLE", "INDEX"):
+                self.db.q(pgsql.SQL("ALTER {} ALL IN TABLESPACE pg_default SET TABLESPACE {}").format(
+                    pgsql.SQL(kind), pgsql.Identifier(tablespace)))
         self.max_stranded = (0, 0.0)
         if self.n:
             self.db.enqueue(self.n, **payload)

@@ -5,7 +5,9 @@ over two workers, and returns a Result: the invariant checks, its own checks, an
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
+from contextlib import ExitStack
 from typing import Callable
 
 import psycopg
@@ -13,12 +15,17 @@ from psycopg import sql as pgsql
 
 from pgjobs.queue import enqueue
 
+from chaoskit.chain import chain_sigstop
 from chaoskit.runner import Lab, Result, Run
 from chaoskit.workload import LEASE_SECONDS, query
 
 PAYLOAD = {"sleep_ms": 100}  # 4 slots per worker: ~40 jobs/s each, so a 20 s fault ends mid-drain
 RESUME_TIMEOUT = 30.0
 LOCK_WINDOW = 30.0  # how long the in-transaction scenario waits for the server to drop the locks
+VOLUME_MB = 16  # the disk-full scenario's tmpfs: the scenario's database (~2 MB) and the filler
+# bin/test's subset (tests/chaos/test_fast_scenarios.py): scenario -> jobs (0: the scenario's own).
+FAST = {"pg_restart": 300, "backends_terminated": 300, "read_only": 150, "in_transaction": 150,
+        "handoff_partitioned": 0, "disk_full": 300, "chain_sigstop": 0}
 
 
 def _fmt(seconds: float | None) -> str:
@@ -95,9 +102,8 @@ def partition(run: Run) -> None:
     run.result.recovery_what = "partition -> the last of its jobs re-queued by the other worker's rescuer"
     run.result.notes.append(
         f"{rescued} jobs rescued from the partitioned worker, the last finished "
-        f"{_fmt(None if last is None else last - struck)} after the partition (rescued jobs go to the back "
-        f"of the queue); the other worker drained everything {_fmt(None if drained is None else drained)} "
-        "after it")
+        f"{_fmt(None if last is None else last - struck)} after the partition; the other worker drained "
+        f"everything {_fmt(None if drained is None else drained)} after it")
     run.result.check("the partitioned worker's jobs were rescued", rescued > 0)
     # The stranded worker's network comes back: whatever it still sends must be fenced.
     run.lab.proxy.restore(run.listener["a"])
@@ -178,14 +184,54 @@ def read_only(run: Run, seconds: float = 5.0) -> None:
     run.result.check("every job finished once writable", run.drain() is not None)
 
 
+def _fill(run: Run) -> int:
+    """Fill the scenario's tablespace with a table of our own until the disk is full; its size."""
+    table = pgsql.SQL("CREATE TABLE chaos_filler (b text) TABLESPACE {}").format(pgsql.Identifier(run.tablespace))
+    with psycopg.connect(run.db.dsn, autocommit=True) as conn:
+        conn.execute(table)
+        conn.execute("ALTER TABLE chaos_filler ALTER b SET STORAGE PLAIN")  # no compression, no TOAST
+        for rows in (1000, 1):  # big batches, then one row (one new page) at a time to the last page
+            while True:
+                try:
+                    conn.execute("INSERT INTO chaos_filler SELECT repeat('x', 1000) FROM generate_series(1, %s)",
+                                 (rows,))
+                except psycopg.errors.DiskFull:
+                    break
+        return conn.execute("SELECT pg_total_relation_size('chaos_filler')").fetchone()[0]
+
+
+def disk_full(run: Run, seconds: float = 5.0) -> None:
+    run.wait_mid()
+    filler = _fill(run)
+    full = time.time()
+    run.result.notes.append(f"the tablespace (a {VOLUME_MB} MB tmpfs) filled with {filler / 2**20:.1f} MB")
+    said = run.until(lambda: sum(_logged(p, "DiskFull") for p in run.workers.values()) == len(run.workers),
+                     RESUME_TIMEOUT)
+    run.result.check("every worker logged the disk-full error", said)
+    run.watch(max(0.0, seconds - (time.time() - full)))
+    run.db.q("DROP TABLE chaos_filler")
+    cleared = time.time()
+    run.result.recovery_s = run.resumed(cleared, None)
+    run.result.recovery_what = f"disk full for {cleared - full:.0f} s, space freed -> first completion"
+    run.result.check("work resumed within 30 s of freeing space", run.result.recovery_s is not None)
+    run.result.check("every job finished once there was room", run.drain() is not None)
+
+
+def _logged(proc, text: str) -> bool:
+    return text in proc.log_path.read_text(errors="replace")
+
+
 def handoff_partitioned(run: Run, count: int = 20) -> None:
     offering = run.until(lambda: run.db.q("SELECT count(*) FROM pgjobs.waiters WHERE free > 0")[0][0] >= 2, 30)
     run.result.check("both idle workers offered hand-offs", offering)
-    # Hand-off picks the oldest offer: partition that worker, the one an enqueue would hand to.
+    # Partition the worker an enqueue would hand to right now (enqueue_handoff's order: the offer
+    # heard from most recently; the oldest offer before offers expired, migration 0010).
+    order = "w.heard_at DESC" if run.db.q("SELECT count(*) FROM information_schema.columns WHERE "
+                                          "table_name = 'waiters' AND column_name = 'heard_at'")[0][0] else "w.since"
     pids = [pid for (pid,) in run.db.q("SELECT k.pid FROM pgjobs.waiters w JOIN pgjobs.workers k USING (worker_id) "
-                                       "WHERE w.free > 0 ORDER BY w.since")]
+                                       f"WHERE w.free > 0 ORDER BY {order}")]
     victim = next((w for w, p in run.workers.items() if pids and p.pid == pids[0]), "a")
-    run.result.notes.append(f"partitioned worker {victim}, the one whose offer is oldest")
+    run.result.notes.append(f"partitioned worker {victim}, the one an enqueue would have picked")
     run.lab.proxy.blackhole(run.listener[victim])
     run.watch(1.0)
     with psycopg.connect(run.db.dsn, autocommit=True) as conn:
@@ -218,22 +264,36 @@ SCENARIOS: dict[str, tuple[str, Callable[[Run], None], dict]] = {
                        {"payload": {"sleep_ms": 100, "write_sleep_ms": 30}}),
     "read_only": ("read-only database for 5 s (default_transaction_read_only)", read_only, {}),
     "handoff_partitioned": ("an idle worker partitioned while offering hand-offs", handoff_partitioned, {"n": 0}),
+    "disk_full": (f"disk full (the database's tablespace on a {VOLUME_MB} MB tmpfs) for 5 s", disk_full,
+                  {"volume": VOLUME_MB}),
+    # Its own workload and checks (chaoskit.chain): the enrichment app and its sandbox.
+    "chain_sigstop": ("the enrichment chain, a worker SIGSTOPped for 2.5 x the lease mid-chain", chain_sigstop,
+                      {"own_run": True}),
 }
 
 
 def run_scenario(lab: Lab, name: str, n: int) -> Result:
     title, function, options = SCENARIOS[name]
+    if options.get("own_run"):
+        return function(lab, name)
     result = Result(name, title, options.get("n", n))
     started = time.monotonic()
-    run = Run(lab, result, payload=options.get("payload", PAYLOAD))
-    try:
-        function(run)
-        if not run.drained():
-            run.drain()
-        run.check_invariants()
-    except Exception as exc:  # a harness step failed: report it as this scenario's failure
-        result.check("scenario ran to the end", False, f"{type(exc).__name__}: {exc}")
-    finally:
-        run.close()
-        result.seconds = time.monotonic() - started
+    with ExitStack() as stack:
+        try:
+            tablespace = stack.enter_context(lab.cluster.small_tablespace(f"chaos_{name}", options["volume"])) \
+                if "volume" in options else None
+        except (OSError, subprocess.SubprocessError, psycopg.Error) as exc:
+            result.check("the drill could be set up", False, f"{type(exc).__name__}: {exc}")
+            return result
+        run = Run(lab, result, payload=options.get("payload", PAYLOAD), tablespace=tablespace)
+        try:
+            function(run)
+            if not run.drained():
+                run.drain()
+            run.check_invariants()
+        except Exception as exc:  # a harness step failed: report it as this scenario's failure
+            result.check("scenario ran to the end", False, f"{type(exc).__name__}: {exc}")
+        finally:
+            run.close()
+            result.seconds = time.monotonic() - started
     return result

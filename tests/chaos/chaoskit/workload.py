@@ -67,11 +67,11 @@ class WorkerProc:
     """One `pgjobs worker` process; its stderr goes to a file (read for the report on failure)."""
 
     def __init__(self, name: str, env: dict[str, str], logdir: Path, *, prefix: Sequence[str] = (),
-                 concurrency: int = 4) -> None:
+                 concurrency: int = 4, app: str = APP) -> None:
         self.name = name
         self.log_path = logdir / f"worker-{name}-{uuid.uuid4().hex[:6]}.log"
         self._log = open(self.log_path, "w")
-        argv = [*prefix, sys.executable, "-m", "pgjobs", "--app", APP, "worker", "--concurrency", str(concurrency)]
+        argv = [*prefix, sys.executable, "-m", "pgjobs", "--app", app, "worker", "--concurrency", str(concurrency)]
         self.popen = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, stdout=self._log,
                                       stderr=subprocess.STDOUT, start_new_session=True)
 

@@ -16,7 +16,8 @@ from pgjobs.queue.jobs import Q, claimed_jobs
 def _claim(conn: psycopg.Connection, floors: ClaimFloors, limit: int = 10, *, claim: bool = True) -> list:
     token = uuid.uuid4()
     params = {"queues": ["default"], "kinds": ["noop"], "limit": limit, "lease_seconds": 30, "worker_id": "w",
-              "channel": "c", "lock_key": 0, "idle_slots": 0, "lease_token": token, "handoff_token": None}
+              "channel": "c", "lock_key": 0, "idle_slots": 0, "lease_token": token, "handoff_token": None,
+              "offer_ttl": 10, "offer_refresh": 0.2}
     jobs = claimed_jobs(conn.execute(Q["claim_jobs"], params | floors.params(claim=claim)).fetchall(), token)
     floors.advance(jobs)
     return jobs
@@ -31,7 +32,7 @@ def _buffers(conn: psycopg.Connection, query: str, params: dict) -> int:
 def _idle_claim_params(ranges: dict) -> dict:
     return {"queues": ["default"], "kinds": ["noop"], "limit": 5, "lease_seconds": 30, "worker_id": "idle",
             "channel": "c", "lock_key": 0, "idle_slots": 0, "lease_token": uuid.uuid4(),
-            "handoff_token": None} | ranges
+            "handoff_token": None, "offer_ttl": 10, "offer_refresh": 0.2} | ranges
 
 
 @pytest.fixture

@@ -72,7 +72,8 @@ def test_claim_plan_uses_the_claim_index_after_a_bulk_load(fresh_dsn, kinds):
         conn.execute("ANALYZE pgjobs.jobs")
         params = {"queues": ["default", "b"], "kinds": kinds, "limit": 10, "lease_seconds": 30, "worker_id": "x",
                   "channel": "c", "lock_key": 0, "idle_slots": 0, "lease_token": uuid.uuid4(),
-                  "handoff_token": None} | full_ranges(["default", "b"], kinds)
+                  "handoff_token": None, "offer_ttl": 10,
+                  "offer_refresh": 0.2} | full_ranges(["default", "b"], kinds)
         plan = "\n".join(r[0] for r in conn.execute("EXPLAIN " + Q["claim_jobs"], params).fetchall())
         # The worker runs the claim with its generic plan (plan_cache_mode = force_generic_plan): same walk.
         names = list(params)

@@ -131,3 +131,42 @@ async def test_the_listener_drops_a_connection_whose_probe_goes_unanswered(fresh
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await proxy.close()
+
+
+async def test_a_group_commit_stalled_mid_pipeline_is_ended_by_the_server_on_postgresql_17(fresh_dsn, claim_jobs):
+    """Mid-pipeline the server waits for the client in state 'active', where the idle-in-transaction
+    timeout does not apply; on PostgreSQL 17+ the group's transaction_timeout ends it, so the
+    jobs' row locks go. (PostgreSQL 15/16 have no such bound: the write simply completes.)"""
+    from pgjobs.queue import Complete
+    from pgjobs.queue.completer import Finished, write_outcomes
+    from pgjobs.queue.faults import UNAVAILABLE
+
+    _enqueue(fresh_dsn, "noop")
+    stalled = asyncio.Event()
+    unlocked_after: list[float] = []
+
+    async def stall(tx):
+        await tx.execute("SELECT 1")  # the group's pipeline is open from here on
+        stalled.set()
+        started = time.monotonic()
+        while time.monotonic() - started < 5:  # a client gone silent (no sleep-as-sync: we watch)
+            with psycopg.connect(fresh_dsn, autocommit=True) as other:
+                free = other.execute("SELECT count(*) FROM (SELECT id FROM pgjobs.jobs WHERE state = 'running' "
+                                     "FOR UPDATE SKIP LOCKED) f").fetchone()[0]
+            if free:
+                unlocked_after.append(time.monotonic() - started)
+                break
+            await asyncio.sleep(0.05)
+        await tx.execute("SELECT 1")
+
+    async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as conn:
+        (job,) = await claim_jobs(conn)
+        version = conn.info.server_version
+        if version >= 170000:
+            with pytest.raises(UNAVAILABLE):
+                await write_outcomes(conn, [Finished(job, Complete(stall), 0.0)], hold_limit=0.5)
+            assert unlocked_after and unlocked_after[0] < 3  # ended ~0.5 s in, not by us
+        else:
+            items = await write_outcomes(conn, [Finished(job, Complete(stall), 0.0)], hold_limit=0.5)
+            assert items[0].state == "succeeded" and not unlocked_after
+    assert stalled.is_set()

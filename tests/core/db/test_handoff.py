@@ -26,8 +26,8 @@ def waiter(fresh_dsn):
         session.execute("SELECT pg_advisory_lock(%s)", (LOCK_KEY,))
         session.execute("LISTEN pgjobs_w_test")
         session.execute("INSERT INTO pgjobs.waiters (worker_id, queues, kinds, channel, lock_key, free, lease_seconds,"
-                        " lease_token) VALUES ('w1', '{default}', '{noop}', 'pgjobs_w_test', %s, 2, 30, %s)",
-                        (LOCK_KEY, TOKEN))
+                        " lease_token, heard_at, expires_at) VALUES ('w1', '{default}', '{noop}', 'pgjobs_w_test', %s,"
+                        " 2, 30, %s, now(), now() + interval '1 minute')", (LOCK_KEY, TOKEN))
         yield session
 
 
@@ -99,6 +99,49 @@ def test_a_dead_waiter_is_never_chosen_and_the_rescuer_prunes_it(fresh_dsn, wait
         assert conn.execute("SELECT count(*) FROM pgjobs.waiters").fetchone()[0] == 0
 
 
+def test_an_expired_offer_is_never_chosen_though_its_lock_is_held_and_the_rescuer_prunes_it(fresh_dsn, waiter):
+    # A worker behind a half-open network or stopped: the server still holds its listener's lock,
+    # but nobody refreshed its offer.
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("UPDATE pgjobs.waiters SET expires_at = now() - interval '1 ms'")
+        assert _row(conn, enqueue(conn, "noop").id)[0] == "queued"
+        conn.execute("UPDATE pgjobs.waiters SET expires_at = NULL")  # an offer from before 0010
+        assert _row(conn, enqueue(conn, "noop").id)[0] == "queued"
+        conn.execute("UPDATE pgjobs.waiters SET expires_at = now() - interval '1 ms'")
+        conn.execute(Q["prune_dead_waiters"])
+        assert conn.execute("SELECT count(*) FROM pgjobs.waiters").fetchone()[0] == 0
+
+
+def test_the_waiter_heard_from_most_recently_is_chosen(fresh_dsn, waiter):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn, psycopg.connect(fresh_dsn, autocommit=True) as w2:
+        w2.execute("SELECT pg_advisory_lock(4343)")  # a second live waiter
+        conn.execute("INSERT INTO pgjobs.waiters (worker_id, queues, kinds, channel, lock_key, free, lease_seconds,"
+                     " lease_token, heard_at, expires_at) VALUES ('w2', '{default}', '{noop}', 'pgjobs_w_2', 4343,"
+                     " 2, 30, %s, now() - interval '1 s', now() + interval '1 minute')", (uuid.uuid4(),))
+        assert _row(conn, enqueue(conn, "noop").id)[2] == "w1"  # w2 last spoke a second ago
+        conn.execute("UPDATE pgjobs.waiters SET heard_at = clock_timestamp() WHERE worker_id = 'w2'")
+        assert _row(conn, enqueue(conn, "noop").id)[2] == "w2"
+
+
+def test_idle_claims_and_the_listeners_probes_keep_an_offer_alive(fresh_dsn):
+    params = {"queues": ["default"], "kinds": ["noop"], "lease_seconds": 30, "worker_id": "w3", "limit": 1,
+              "channel": "pgjobs_w_3", "lock_key": 9, "lease_token": uuid.uuid4(), "handoff_token": TOKEN,
+              "idle_slots": 2, "offer_ttl": 10, "offer_refresh": 0.2, **full_ranges(["default"], ["noop"])}
+    heard = "SELECT heard_at, expires_at - heard_at FROM pgjobs.waiters WHERE worker_id = 'w3'"
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute(Q["claim_jobs"], params)
+        first, ttl = conn.execute(heard).fetchone()
+        assert ttl.total_seconds() == 10
+        conn.execute(Q["claim_jobs"], params | {"offer_refresh": 60})  # heard of lately: not written again
+        assert conn.execute(heard).fetchone()[0] == first
+        conn.execute(Q["claim_jobs"], params | {"offer_refresh": 0})
+        claimed = conn.execute(heard).fetchone()[0]
+        assert claimed > first
+        (listening,) = conn.execute(Q["listener_probe"], {"worker_id": "w3", "offer_ttl": 10}).fetchone()
+        assert listening is False  # this session does not LISTEN: a listener would reconnect
+        assert conn.execute(heard).fetchone()[0] > claimed
+
+
 def test_orphaned_hand_offs_go_back_without_spending_an_attempt(fresh_dsn, waiter):
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         kept, orphan = enqueue(conn, "noop").id, enqueue(conn, "noop").id
@@ -111,6 +154,7 @@ def test_orphaned_hand_offs_go_back_without_spending_an_attempt(fresh_dsn, waite
 def test_claim_offers_free_slots_only_when_it_found_less_than_it_asked(fresh_dsn):
     params = {"queues": ["default"], "kinds": ["noop"], "lease_seconds": 30, "worker_id": "w2",
               "channel": "pgjobs_w_2", "lock_key": 7, "lease_token": uuid.uuid4(), "handoff_token": TOKEN,
+              "offer_ttl": 10, "offer_refresh": 0.2,
               **full_ranges(["default"], ["noop"])}
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         for _ in range(3):

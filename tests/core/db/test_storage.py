@@ -19,7 +19,8 @@ from pgjobs.queue.maintenance import Retention, prune_async
 
 def _claim_all(conn: psycopg.Connection, token: uuid.UUID) -> list[int]:
     params = {"queues": ["default"], "kinds": ["noop"], "limit": 1000, "lease_seconds": 30, "worker_id": "w",
-              "channel": "c", "lock_key": 0, "idle_slots": 0, "lease_token": token, "handoff_token": None}
+              "channel": "c", "lock_key": 0, "idle_slots": 0, "lease_token": token, "handoff_token": None,
+              "offer_ttl": 10, "offer_refresh": 0.2}
     return [row[0] for row in conn.execute(Q["claim_jobs"], params | full_ranges(["default"], ["noop"]))]
 
 

@@ -153,6 +153,44 @@ async def test_rescuer_requeues_an_expired_lease_and_runs_the_kinds_hook_in_its_
     assert errors[0]["outcome"] == "lease_expired" and errors[0]["worker"] == "dead"
 
 
+async def test_a_rescued_job_keeps_its_place_at_the_front_of_the_queue(fresh_dsn):
+    order: list[int] = []
+    rescued = asyncio.Event()
+
+    async def record(ctx):
+        if not order and ctx.job.attempt == 1:
+            await rescued.wait()  # the only slot stays taken until the rescue happened
+        order.append(ctx.job.id)
+
+    registry = Registry()
+    registry.register("rec", record)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        lost = enqueue(conn, "rec").id  # first in line; its worker claimed it and died
+        conn.execute("UPDATE pgjobs.jobs SET state = 'running', attempt = 1, lease_token = gen_random_uuid(),"
+                     " lease_expires_at = now() + interval '0.5 second', worker_id = 'dead',"
+                     " run_at = now() - interval '10 seconds' WHERE id = %s", (lost,))
+        (run_at,) = conn.execute("SELECT run_at FROM pgjobs.jobs WHERE id = %s", (lost,)).fetchone()
+        later = [enqueue(conn, "rec").id for _ in range(3)]
+    pool = await open_pool(fresh_dsn, max_size=4)
+    finished: asyncio.Queue = asyncio.Queue()
+    # Its lease expires after the worker's first claim (later[0], which holds the only slot until
+    # the rescue); the rescuer runs every second with a 2 s lease.
+    worker = Worker(pool, registry, conninfo=fresh_dsn, limits=RateLimits(pool, {}), concurrency=1,
+                    poll_interval=60, lease_seconds=2, hooks=WorkerHooks(finished=finished.put_nowait, rescued=lambda n: rescued.set()))
+    task = asyncio.create_task(worker.run())
+    try:
+        await take(finished, 4)
+    finally:
+        worker.stop(now=True)
+        await asyncio.wait_for(task, 10)
+        await pool.close()
+    # Next, not behind the jobs enqueued after it (the worker's claims start at its floor, past the
+    # rescued job's run_at: the rescue makes its next claim scan whole ranges).
+    assert order == [later[0], lost, *later[1:]]
+    with psycopg.connect(fresh_dsn) as conn:
+        assert conn.execute("SELECT run_at, attempt FROM pgjobs.jobs WHERE id = %s", (lost,)).fetchone() == (run_at, 2)
+
+
 async def test_a_job_cancelled_while_running_cannot_commit(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         conn.execute("CREATE TABLE effects (job_id bigint)")

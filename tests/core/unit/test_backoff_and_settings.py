@@ -51,3 +51,13 @@ def test_positional_numbers_each_distinct_name_once_and_keeps_literal_percent_si
     assert (query, names) == ("SELECT $1, $2, $1::text, '100%'", ("b", "a"))
     with pytest.raises(ValueError, match="binary placeholder"):
         positional("SELECT %(ids)b")
+
+
+def test_the_idle_in_transaction_timeout_stays_below_the_lease_unless_set(monkeypatch):
+    from pgjobs.database import Timeouts
+
+    assert Timeouts.default().idle_in_transaction_timeout == 15  # half the default 30 s lease
+    monkeypatch.setenv("PGJOBS_LEASE_SECONDS", "3")
+    assert Timeouts.from_settings(Settings()).idle_in_transaction_timeout == 1.5
+    monkeypatch.setenv("PGJOBS_IDLE_IN_TRANSACTION_TIMEOUT", "0")  # explicitly off
+    assert Timeouts.from_settings(Settings()).idle_in_transaction_timeout == 0
