@@ -275,12 +275,25 @@ WHERE j.id = o.id AND j.lease_token = (%(tokens)b::uuid[])[o.slot] AND j.state =
 RETURNING j.id;
 
 -- name: extend_leases
--- Heartbeat: push out the leases this worker still holds; returns the ids still held.
-UPDATE pgjobs.jobs j
-SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[]) AS t(id, token)
-WHERE j.id = t.id AND j.lease_token = t.token AND j.state = 'running'
-RETURNING j.id;
+-- Heartbeat: push out the leases this worker still holds; returns the ids still held. It never
+-- waits on a row lock: a row locked elsewhere is being finished by our completer (or cancelled) and
+-- is skipped this round. Waiting on it, with rows already locked in another order, deadlocked
+-- against the completer's group transaction (seen with two workers). The returned ids come from the
+-- statement's snapshot, so a skipped row still counts as held until a commit says otherwise.
+WITH held AS (
+    SELECT * FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[]) AS t(id, token)
+), locked AS (
+    SELECT j.id FROM pgjobs.jobs j JOIN held t ON j.id = t.id AND j.lease_token = t.token
+    WHERE j.state = 'running'
+    FOR UPDATE OF j SKIP LOCKED
+), extended AS (
+    UPDATE pgjobs.jobs j
+    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+    FROM locked WHERE j.id = locked.id
+    RETURNING j.id
+)
+SELECT j.id FROM pgjobs.jobs j JOIN held t ON j.id = t.id AND j.lease_token = t.token
+WHERE j.state = 'running';  -- (a data-modifying CTE runs whether or not it is read)
 
 -- name: rescue_expired
 -- Re-queue running jobs whose lease expired (their worker died); the lost run counts as an attempt.
