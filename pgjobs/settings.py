@@ -61,10 +61,10 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
 
-    # Retention: workers delete whole job families finished more than this many days ago (unset:
-    # never; `pgjobs prune` still does it by hand), checking every `retention_interval` seconds, in
-    # transactions of `retention_batch` families. The app's audit log is not touched.
-    retention_days: float | None = Field(default=None, gt=0)
+    # Retention: workers delete whole job families finished more than this many days ago (0: never;
+    # `pgjobs prune` still does it by hand), checking every `retention_interval` seconds, in
+    # transactions of `retention_batch` roots (pgjobs/queue/retention.py). An app's audit log is its own.
+    retention_days: float = Field(default=7.0, ge=0)
     retention_interval: float = Field(default=600.0, gt=0)
     retention_batch: int = Field(default=1000, ge=1)
 

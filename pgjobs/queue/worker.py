@@ -37,7 +37,8 @@ from pgjobs.queue.handoff import Handoff
 from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q
 from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Listener
-from pgjobs.queue.maintenance import Retention, rescue_expired
+from pgjobs.queue.maintenance import rescue_expired
+from pgjobs.queue.retention import Retention
 from pgjobs.queue.outcomes import HandBack
 from pgjobs.queue.floors import ClaimFloors
 from pgjobs.queue.producer import Producer
@@ -125,7 +126,7 @@ class Worker(Producer, GroupCommitter):
         self.connect_options = self.timeouts.options(self.worker_id, statement_timeout=True)
         self.executor = Executor(registry, pool, limits, self.worker_id, state, on_error)
         self.conninfo = conninfo
-        self.retention = retention  # finished families pruned by the rescue loop (pgjobs.queue.maintenance)
+        self.retention = retention  # finished families pruned by a loop of its own (pgjobs.queue.retention)
         # Hand-off (pgjobs.queue.handoff): jobs leased to this worker arrive on its own channel.
         self._handoff = Handoff(self._handed) if handoff else None
         self._offer_params = {"channel": self._handoff.channel, "lock_key": self._handoff.lock_key,
@@ -179,6 +180,8 @@ class Worker(Producer, GroupCommitter):
                 group.create_task(self._heartbeat_loop(), name="heartbeat"),
                 group.create_task(self._rescue_loop(), name="rescuer"),
             ]
+            if self.retention is not None:
+                upkeep.append(group.create_task(self.retention.run(self.pool), name="retention"))
             try:
                 await self._produce_loop()
                 await self._withdraw()
@@ -269,8 +272,6 @@ class Worker(Producer, GroupCommitter):
                     rescued = await rescue_expired(conn, self.registry)
                     async with bounded(conn, self.timeouts.statement_timeout):
                         await conn.execute(Q["prune_dead_waiters"])
-                    if self.retention is not None:
-                        await self.retention.tick(conn)
                 if rescued and self.hooks.rescued is not None:
                     self.hooks.rescued(len(rescued))
             except psycopg.OperationalError as exc:
