@@ -75,7 +75,7 @@ def delete_in_background(dsn: str, cutoff, batch: int, stop: threading.Event, ou
                 out["rows"] += gone
                 if kept or scanned < batch:
                     break
-            out["done"] = True
+            out["done"], out["ended"] = True, time.perf_counter()
 
     thread = threading.Thread(target=lambda: asyncio.run(go()), daemon=True)
     thread.start()
@@ -92,15 +92,19 @@ def main() -> None:
     p.add_argument("--n", type=int, default=20_000)
     p.add_argument("--concurrency", type=int, default=10)
     p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--partitions-only", action="store_true", help="on the --db left by an earlier run: step 3 only")
+    p.add_argument("--deletes-only", action="store_true", help="steps 1 and 2 only")
     args = p.parse_args()
     say = lambda line: print(line, flush=True)  # noqa: E731
+    dsn = with_dbname(args.server, args.db)
+    if args.partitions_only:
+        return partitions(dsn, dataset.measure(dsn, 50), say)
     with psycopg.connect(args.server, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(args.db)))
         started = time.perf_counter()
         conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(sql.Identifier(args.db),
                                                                       sql.Identifier(args.template)))
         say(f"copy of {args.template}: {time.perf_counter() - started:.0f} s")
-    dsn = with_dbname(args.server, args.db)
     with psycopg.connect(dsn, autocommit=True) as conn:
         say(f"log before: {sizes(conn)}")
         oldest = conn.execute("SELECT min(created_at) FROM enrichment_log").fetchone()[0]
@@ -118,16 +122,20 @@ def main() -> None:
             thread = delete_in_background(dsn, cutoff, args.batch, stop, out)
             started = time.perf_counter()
         busy.append(drain(dsn, args.n, args.concurrency))
+        overlapped = not out["done"]  # the deletes still ran when this drain ended
         say(f"  pair {i}: drain {free[-1]:,.0f} jobs/s alone, {busy[-1]:,.0f} while deleting "
-            f"({busy[-1] / free[-1]:.2f}x; {out['rows']:,} rows deleted so far)")
+            f"({busy[-1] / free[-1]:.2f}x; {out['rows']:,} rows deleted so far"
+            f"{'' if overlapped else '; the deletes ended during this drain'})")
+        if not overlapped:
+            break
     thread.join()
-    seconds = time.perf_counter() - started
+    seconds = out.get("ended", time.perf_counter()) - started
     times = sorted(out["times"])
     say(f"deletes: {out['rows']:,} rows (the oldest {args.delete_days:g} days) in {seconds:.0f} s = "
         f"{out['rows'] / seconds:,.0f} rows/s, {len(times)} batches of {args.batch:,}: p50 "
         f"{statistics.median(times) * 1000:.0f} ms, p95 {times[int(len(times) * 0.95)] * 1000:.0f} ms, "
         f"max {times[-1] * 1000:.0f} ms; drain while deleting / alone: "
-        f"{' '.join(f'{b / f:.2f}' for f, b in zip(free, busy))} (median "
+        f"{' '.join(f'{b / f:.2f}' for f, b in zip(free, busy))} (the last pair only partly overlapped; median "
         f"{statistics.median(b / f for f, b in zip(free, busy)):.2f}x)")
     with psycopg.connect(dsn, autocommit=True) as conn:
         say(f"log after the deletes: {sizes(conn)}")
@@ -136,7 +144,12 @@ def main() -> None:
         say(f"VACUUM enrichment_log: {time.perf_counter() - t:.0f} s; after: {sizes(conn)} "
             "(the heap keeps its size; its free space takes the next rows)")
 
-    # 3. Partitions by day, filled from the log as an in-place conversion would.
+    if not args.deletes_only:
+        partitions(dsn, views_plain, say)
+
+
+def partitions(dsn: str, views_plain: dict, say) -> None:
+    """3. Partitions by day, filled from the log as an in-place conversion would."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         views = {name: conn.execute("SELECT pg_get_viewdef(%s::regclass)", (name,)).fetchone()[0]
                  for name in ("enrichment_timeline", "enrichment_roots")}
@@ -146,8 +159,9 @@ def main() -> None:
                                  "FROM enrichment_log_old").fetchone()
         day, parts = low, 0
         while day <= high:
-            conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF public.enrichment_log_p FOR VALUES FROM (%s) TO (%s)"
-                                 ).format(sql.Identifier(f"enrichment_log_{day:%Y%m%d}")), (day, day + timedelta(days=1)))
+            conn.execute(sql.SQL("CREATE TABLE {} PARTITION OF public.enrichment_log_p FOR VALUES FROM ({}) TO ({})"
+                                 ).format(sql.Identifier(f"enrichment_log_{day:%Y%m%d}"), sql.Literal(day),
+                                          sql.Literal(day + timedelta(days=1))))
             day, parts = day + timedelta(days=1), parts + 1
         t = time.perf_counter()
         conn.execute("INSERT INTO enrichment_log_p OVERRIDING SYSTEM VALUE SELECT * FROM enrichment_log_old")
