@@ -6,7 +6,7 @@ The audit log is the app's, so its retention is the app's too, declared with the
 oldest rows in id order (the primary key: ids follow created_at, which is clock_timestamp() at the
 insert), PGJOBS_LOG_RETENTION_BATCH rows per transaction, and stops at the first window holding a
 row newer than the cutoff, or after LOG_RETENTION_MAX_BATCHES (a backlog is worked off over several
-runs). It only ever touches rows no worker writes. Deletes in bounded batches measured better
+runs), pausing after each batch as long as it took. It only ever touches rows no worker writes. Deletes in bounded batches measured better
 than time partitions dropped whole (docs/performance.md, "Audit-log retention"): partitions would
 have cost the unique (job_id, attempt) index its meaning and every family lookup one index probe
 per partition, and an existing log a rewrite.
@@ -18,7 +18,9 @@ take nothing from them. A maintenance kind: it writes no log row itself (see ree
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from datetime import datetime, timedelta, timezone
 
 import psycopg
@@ -34,9 +36,12 @@ log = logging.getLogger("pgjobs.enrichment")
 async def prune_log(conn: psycopg.AsyncConnection, cutoff: datetime, *, batch: int = 5000,
                     max_batches: int = LOG_RETENTION_MAX_BATCHES) -> int:
     """Delete log rows created before `cutoff`, oldest first, one transaction per `batch`; returns
-    how many. `conn` is in autocommit mode (each batch commits on its own)."""
+    how many. `conn` is in autocommit mode (each batch commits on its own). After each batch it
+    pauses as long as the batch took: unpaced, back-to-back batches (118,000 rows/s here) halved a
+    worker's drain beside them."""
     deleted, after = 0, 0
     for _ in range(max_batches):
+        started = time.monotonic()
         async with conn.transaction():
             cur = await conn.execute(Q["prune_log"], {"cutoff": cutoff, "after": after, "limit": batch})
             gone, last_id, scanned, kept = await cur.fetchone()
@@ -44,6 +49,7 @@ async def prune_log(conn: psycopg.AsyncConnection, cutoff: datetime, *, batch: i
         if kept or scanned < batch:
             break
         after = last_id
+        await asyncio.sleep(time.monotonic() - started)
     return deleted
 
 

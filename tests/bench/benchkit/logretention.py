@@ -59,7 +59,8 @@ def drain(dsn: str, n: int, concurrency: int) -> float:
     return asyncio.run(history(dsn, n, concurrency, 200))["rate"]
 
 
-def delete_in_background(dsn: str, cutoff, batch: int, stop: threading.Event, out: dict) -> threading.Thread:
+def delete_in_background(dsn: str, cutoff, batch: int, stop: threading.Event, out: dict,
+                         paced: bool = True) -> threading.Thread:
     """prune_log's batches, timed one by one, until the cutoff is reached or `stop` is set."""
     from pgjobs.enrichment.runner import Q  # the statement prune_log sends, batch by batch
 
@@ -75,6 +76,8 @@ def delete_in_background(dsn: str, cutoff, batch: int, stop: threading.Event, ou
                 out["rows"] += gone
                 if kept or scanned < batch:
                     break
+                if paced:  # as prune_log does: a pause as long as the batch took
+                    await asyncio.sleep(out["times"][-1])
             out["done"], out["ended"] = True, time.perf_counter()
 
     thread = threading.Thread(target=lambda: asyncio.run(go()), daemon=True)
@@ -94,6 +97,7 @@ def main() -> None:
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--partitions-only", action="store_true", help="on the --db left by an earlier run: step 3 only")
     p.add_argument("--deletes-only", action="store_true", help="steps 1 and 2 only")
+    p.add_argument("--unpaced", action="store_true", help="batches back to back (prune_log pauses after each)")
     args = p.parse_args()
     say = lambda line: print(line, flush=True)  # noqa: E731
     dsn = with_dbname(args.server, args.db)
@@ -119,7 +123,7 @@ def main() -> None:
     for i in range(args.pairs):
         free.append(drain(dsn, args.n, args.concurrency))
         if thread is None:
-            thread = delete_in_background(dsn, cutoff, args.batch, stop, out)
+            thread = delete_in_background(dsn, cutoff, args.batch, stop, out, paced=not args.unpaced)
             started = time.perf_counter()
         busy.append(drain(dsn, args.n, args.concurrency))
         overlapped = not out["done"]  # the deletes still ran when this drain ended
