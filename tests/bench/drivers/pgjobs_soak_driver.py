@@ -1,6 +1,6 @@
 """Bench driver for pgjobs' soak (benchkit.soak): N no-op jobs through one worker with retention on.
 
-`python pgjobs_soak_driver.py soak --dsn URL --n 1000000 [--set concurrency=2000] [--set keep=5] [--set interval=1]`
+`python pgjobs_soak_driver.py soak --dsn URL --n 1000000 [--set concurrency=2000] [--set keep=5] [--set interval=1] [--set batch=1000]`
 
 A feeder enqueues in chunks through the public bulk API (`enqueue_many_async`) whenever fewer than
 BACKLOG jobs wait, so the queue is fed for the whole run instead of holding a million rows at the
@@ -34,7 +34,7 @@ SIZES = """SELECT pg_relation_size('pgjobs.jobs'), pg_indexes_size('pgjobs.jobs'
                   (SELECT count(*) FROM pgjobs.jobs WHERE state = 'queued')"""
 
 
-async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float = 1.0) -> dict:
+async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float = 1.0, batch: int = 0) -> dict:
     reset(dsn)
     seqs: list[int] = []
     done = {"n": 0}
@@ -58,7 +58,7 @@ async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float 
         if done["n"] >= n:
             worker.stop()
 
-    retention = Retention(keep / 86400, interval=interval)
+    retention = Retention(keep / 86400, interval=interval, **({"batch": batch} if batch else {}))
     worker = Worker(pool, registry, conninfo=dsn, limits=RateLimits(pool, {}), queues=["default"],
                     concurrency=concurrency, retention=retention, hooks=WorkerHooks(committed=committed))
     samples: list[dict] = []
@@ -116,7 +116,8 @@ def main() -> None:
     migrations.migrate(args.dsn)
     keep = float(args.settings.get("keep", 5))
     interval = float(args.settings.get("interval", 1.0))
-    emit(asyncio.run(soak(args.dsn, args.n, args.setting("concurrency", 2000), keep, interval)))
+    emit(asyncio.run(soak(args.dsn, args.n, args.setting("concurrency", 2000), keep, interval,
+                          args.setting("batch", 0))))
 
 
 if __name__ == "__main__":
