@@ -63,10 +63,10 @@ class Settings(BaseSettings):
     # OpenTelemetry: a span per attempt, one trace per root's family (pgjobs.tracing, the otel extra).
     otel: bool = False
 
-    # Retention: workers delete whole job families finished more than this many days ago (unset:
-    # never; `pgjobs prune` still does it by hand), checking every `retention_interval` seconds, in
-    # transactions of `retention_batch` families. The app's audit log is not touched.
-    retention_days: float | None = Field(default=None, gt=0)
+    # Retention: workers delete whole job families finished more than this many days ago (0: never;
+    # `pgjobs prune` still does it by hand), checking every `retention_interval` seconds, in
+    # transactions of `retention_batch` roots (pgjobs/queue/retention.py). An app's audit log is its own.
+    retention_days: float = Field(default=7.0, ge=0)
     retention_interval: float = Field(default=600.0, gt=0)
     retention_batch: int = Field(default=1000, ge=1)
 

@@ -13,7 +13,7 @@ from rich.text import Text
 
 from pgjobs.cli.common import cli, console, parse_duration, print_json, print_table, say
 from pgjobs.queue import admin
-from pgjobs.queue.maintenance import prune as prune_families
+from pgjobs.queue.retention import prune as prune_families
 
 app = typer.Typer(help="Inspect and steer individual jobs.", no_args_is_help=True)
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")

@@ -17,7 +17,7 @@ from pgjobs.app import App, WorkerResources
 from pgjobs.errors import ConfigError
 from pgjobs.cli.common import cli
 from pgjobs.queue import RateLimits, Worker
-from pgjobs.queue.maintenance import Retention
+from pgjobs.queue.retention import Retention
 from pgjobs.queue.worker import new_worker_id
 from pgjobs.queue.periodic import Scheduler
 from pgjobs.settings import Settings
@@ -47,7 +47,7 @@ async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str
                 poll_interval=settings.poll_interval, shutdown_grace=settings.shutdown_grace_seconds, burst=burst,
                 burst_waits_for_scheduled=burst_waits_for_scheduled, state=state,
                 app_name=app.name, on_error=app.error_hooks, handoff=settings.handoff,
-                retention=None if settings.retention_days is None else Retention(
+                retention=None if not settings.retention_days else Retention(
                     settings.retention_days, interval=settings.retention_interval, batch=settings.retention_batch),
                 worker_id=worker_id, timeouts=timeouts,
             )

@@ -2,7 +2,7 @@
 
 Declared with nothing but the public App API: one task per job type (priority, attempts and
 backoff from the seed), the periodic REENRICH_STALE_ALBUMS (PGJOBS_REENRICH_CRON, daily at 03:00 by
-default), the catalog's migrations as the `enrichment` component, the providers' rate limits
+default) and PRUNE_ENRICHMENT_LOG (the audit log's retention, PGJOBS_LOG_RETENTION_DAYS, hourly), the catalog's migrations as the `enrichment` component, the providers' rate limits
 (PGJOBS_RATE_LIMITS may override them: the worker merges both into the RateLimits the providers
 get), a shared HTTP client and the providers as the handlers' ctx.state, and the app's CLI
 commands (`enqueue enrich-album`, `timeline`, `demo`, `sandbox`).
@@ -16,6 +16,7 @@ import httpx
 
 from pgjobs.app import App, WorkerResources
 from pgjobs.enrichment.kinds import BACKOFF_BASE_MS, MAX_ATTEMPTS, PAYLOADS, PRIORITY, Op
+from pgjobs.enrichment.log_retention import PRUNE_ENRICHMENT_LOG, prune_enrichment_log
 from pgjobs.enrichment.processors.album import enrich_album, spotify_track_fallback
 from pgjobs.enrichment.processors.artist import discogs_get_artist, discogs_search_artist, enrich_artist
 from pgjobs.enrichment.processors.images import cache_album_cover, cache_artist_image
@@ -57,6 +58,8 @@ def make_app(settings: EnrichmentSettings | None = None) -> App:
     # Maintenance, not a chain step: @app.periodic(cron) over @app.task, spelled as calls.
     reenrich = app.task(REENRICH_STALE_ALBUMS, max_attempts=MAX_ATTEMPTS, backoff_base_ms=BACKOFF_BASE_MS)
     app.periodic(config.reenrich_cron)(reenrich(reenrich_stale_albums))
+    prune_log = app.task(PRUNE_ENRICHMENT_LOG, max_attempts=MAX_ATTEMPTS, backoff_base_ms=BACKOFF_BASE_MS)
+    app.periodic(config.log_retention_cron)(prune_log(prune_enrichment_log))
 
     from pgjobs.enrichment import cli, demo  # the CLI's pieces only when an app is built
 

@@ -26,6 +26,13 @@ class EnrichmentSettings(BaseSettings):
     reenrich_after_days: float = Field(default=30.0, gt=0)
     reenrich_batch: int = Field(default=100, ge=1, le=10_000)
 
+    # Audit-log retention (PRUNE_ENRICHMENT_LOG, pgjobs/enrichment/log_retention.py): rows older than
+    # this many days are deleted (0: kept forever), on this schedule, in transactions of this many rows.
+    # Longer than the jobs' own retention (PGJOBS_RETENTION_DAYS, 7): the timeline lives on the log.
+    log_retention_days: float = Field(default=90.0, ge=0)
+    log_retention_cron: str = "17 * * * *"
+    log_retention_batch: int = Field(default=5000, ge=1, le=100_000)
+
     user_agent: str = "pgjobs/0.1.0 ( https://github.com/pgjobs/pgjobs )"
     http_timeout: float = Field(default=10.0, gt=0)
     musicbrainz_url: str = "https://musicbrainz.org/ws/2"

@@ -38,7 +38,8 @@ from pgjobs.queue.handoff import OFFER_REFRESH, Handoff
 from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q
 from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Listener
-from pgjobs.queue.maintenance import Retention, rescue_expired
+from pgjobs.queue.maintenance import rescue_expired
+from pgjobs.queue.retention import Retention
 from pgjobs.queue.outcomes import HandBack
 from pgjobs.queue.floors import ClaimFloors
 from pgjobs.queue.producer import Producer
@@ -127,7 +128,7 @@ class Worker(Producer, GroupCommitter):
         self.connect_options = self.timeouts.options(self.worker_id, statement_timeout=True)
         self.executor = Executor(registry, pool, limits, self.worker_id, state, on_error)
         self.conninfo = conninfo
-        self.retention = retention  # finished families pruned by the rescue loop (pgjobs.queue.maintenance)
+        self.retention = retention  # finished families pruned by a loop of its own (pgjobs.queue.retention)
         # Hand-off (pgjobs.queue.handoff): jobs leased to this worker arrive on its own channel.
         # An offer lives through two missed refreshes (pgjobs.queue.handoff, "Liveness"): an idle
         # worker claims at least every 1.2 poll intervals (jitter), its listener probes every interval.
@@ -187,6 +188,8 @@ class Worker(Producer, GroupCommitter):
                 group.create_task(self._heartbeat_loop(), name="heartbeat"),
                 group.create_task(self._rescue_loop(), name="rescuer"),
             ]
+            if self.retention is not None:
+                upkeep.append(group.create_task(self.retention.run(self.pool, self._after_fault), name="retention"))
             try:
                 await self._produce_loop()
                 await self._withdraw()
@@ -291,8 +294,6 @@ class Worker(Producer, GroupCommitter):
                     rescued = await rescue_expired(conn, self.registry)
                     async with bounded(conn, self.timeouts.statement_timeout):
                         await conn.execute(Q["prune_dead_waiters"])
-                    if self.retention is not None:
-                        await self.retention.tick(conn)
                 faults.ok()
                 if rescued:
                     self._floors.rescan_next()  # they kept their run_at: below our floors, at the front

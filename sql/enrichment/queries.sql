@@ -130,3 +130,19 @@ FOR UPDATE SKIP LOCKED;
 
 -- name: mark_reenrich_queued
 UPDATE public.album SET reenrich_queued_at = now() WHERE id = ANY(%(ids)s);
+
+-- name: prune_log
+-- One batch of the audit log's retention (pgjobs/enrichment/log_retention.py): the next %(limit)s
+-- rows after id %(after)s, oldest first by the primary key, and those created before %(cutoff)s
+-- deleted. Returns rows deleted, the last id looked at, how many were looked at and how many were
+-- kept (newer than the cutoff: the walk ends there).
+WITH window_rows AS MATERIALIZED (
+    SELECT id, created_at FROM public.enrichment_log WHERE id > %(after)s ORDER BY id LIMIT %(limit)s
+), gone AS (
+    DELETE FROM public.enrichment_log l USING window_rows w
+    WHERE l.id = w.id AND w.created_at < %(cutoff)s
+    RETURNING 1
+)
+SELECT (SELECT count(*) FROM gone)::int, (SELECT max(id) FROM window_rows),
+       (SELECT count(*) FROM window_rows)::int,
+       (SELECT count(*) FROM window_rows WHERE created_at >= %(cutoff)s)::int;

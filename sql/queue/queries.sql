@@ -415,20 +415,31 @@ SET state = 'queued', run_at = now(), finished_at = NULL, last_error = %(reason)
 WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'succeeded')
 RETURNING id, queue;
 
--- name: prune_families
--- Delete whole families whose every job finished before %(cutoff)s; unfinished families stay whole.
--- Roots another pruner holds are skipped (workers with a retention setting prune side by side).
-WITH roots AS (
+-- name: prune_scan
+-- One step of retention (pgjobs/queue/retention.py): the next %(limit)s roots after %(after)s in id
+-- order (the primary key), and the whole families of those whose every job finished before
+-- %(cutoff)s deleted; unfinished families stay whole, roots another pruner holds are skipped.
+-- Returns jobs deleted, the last root scanned, how many were scanned and the newest one's
+-- created_at (the walk ends at a root created after the cutoff).
+WITH scan AS MATERIALIZED (
+    SELECT id, created_at FROM pgjobs.jobs
+    WHERE id > %(after)s AND parent_id IS NULL
+    ORDER BY id
+    LIMIT %(limit)s
+), roots AS (
     SELECT r.id FROM pgjobs.jobs r
-    WHERE r.parent_id IS NULL AND r.state IN ('succeeded', 'failed', 'cancelled') AND r.finished_at < %(cutoff)s
+    WHERE r.id IN (SELECT id FROM scan) AND r.parent_id IS NULL
+      AND r.state IN ('succeeded', 'failed', 'cancelled') AND r.finished_at < %(cutoff)s
       AND NOT EXISTS (
           SELECT FROM pgjobs.jobs d
           WHERE d.root_id = r.id AND (d.state IN ('queued', 'running') OR d.finished_at >= %(cutoff)s))
-    LIMIT %(limit)s
     FOR UPDATE OF r SKIP LOCKED
+), deleted AS (
+    DELETE FROM pgjobs.jobs WHERE root_id IN (SELECT id FROM roots)
+    RETURNING 1
 )
-DELETE FROM pgjobs.jobs WHERE root_id IN (SELECT id FROM roots)
-RETURNING id;
+SELECT (SELECT count(*) FROM deleted)::int, (SELECT max(id) FROM scan), (SELECT count(*) FROM scan)::int,
+       (SELECT created_at FROM scan ORDER BY id DESC LIMIT 1);
 
 -- name: get_job
 SELECT id, root_id, parent_id, kind, queue, payload, state::text AS state, priority, run_at, attempt, snoozes,

@@ -18,7 +18,7 @@ N = 50
 def config(dsn: str, **overrides) -> Config:
     lines: list[str] = []
     base = dict(dsn=dsn, n=N, quick=True, systems=("pgjobs", "pg-floor"), reuse_db=True, reps=1, warmup=10,
-                workloads=tuple(w for w in WORKLOADS if w not in ("horizon", "dashboard")),  # their own tests run those
+                workloads=tuple(w for w in WORKLOADS if w not in ("horizon", "history", "soak", "dashboard")),  # their own tests
                 wake_samples=10, wake_warmup=2, wake_rounds=1, procs=(1, 2), say=lines.append)
     return Config(**(base | overrides))
 

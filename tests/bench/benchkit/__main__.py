@@ -10,7 +10,7 @@ import argparse
 import os
 import sys
 
-from benchkit import dashboard, horizon, report
+from benchkit import dashboard, history, horizon, report, soak
 from benchkit.envs import ROOT
 from benchkit.harness import SYSTEMS, WORKLOADS, Bench, Config
 
@@ -40,6 +40,10 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
                    help="jobs per horizon drain (default 100,000; 20,000 with --quick; procrastinate at most 2,000)")
     p.add_argument("--horizon-m", type=int, default=100_000,
                    help="jobs drained behind the snapshot before the idle poll is timed (issue 16's target: 1,000,000)")
+    p.add_argument("--history-jobs", type=int, default=10_000_000,
+                   help="finished jobs in the history workload's database (default 10,000,000; cached between runs)")
+    p.add_argument("--soak-n", type=int, help="jobs through the soak (default 1,000,000; 100,000 with --quick)")
+    p.add_argument("--soak-keep", type=float, default=5.0, help="seconds of finished jobs the soak's retention keeps")
     p.add_argument("--horizon-poll-runs", type=int, default=200, help="timed idle polls (default 200)")
     p.add_argument("--dashboard-roots", type=int,
                    help="root families of the dashboard workload's data set (default 1,000,000; 100,000 with --quick)")
@@ -58,6 +62,7 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
                     wake_rounds=args.wake_rounds or (1 if args.quick else 3),
                     horizon_n=args.horizon_n, horizon_m=args.horizon_m, horizon_poll_runs=args.horizon_poll_runs,
                     dashboard_roots=args.dashboard_roots,
+                    history_jobs=args.history_jobs, soak_n=args.soak_n, soak_keep=args.soak_keep,
                     say=lambda line: print(line, file=sys.stderr, flush=True))
     return config, args
 
@@ -67,8 +72,10 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(config)
     bench.run_all()
     env = report.environment(bench)
-    extra = horizon.TARGETS if "horizon" in config.workloads else ()
-    extra += dashboard.TARGETS if "dashboard" in config.workloads else ()
+    extra = (*(horizon.TARGETS if "horizon" in config.workloads else ()),
+             *(history.TARGETS if "history" in config.workloads else ()),
+             *(soak.TARGETS if "soak" in config.workloads else ()),
+             *(dashboard.TARGETS if "dashboard" in config.workloads else ()))
     targets = [t.evaluate(bench) for t in (*report.TARGETS, *extra)]
     print()
     print(report.header(env))
@@ -85,10 +92,10 @@ def main(argv: list[str] | None = None) -> int:
     if busiest > 1.0:
         print(f"\nnote: the machine was busy (1-min load average up to {busiest:.1f} on {os.cpu_count()} cores "
               "when runs started): other processes compete for the CPU, so treat figures as noisy")
-    if "horizon" in config.workloads:
-        print("\n" + "\n".join(horizon.summary(bench)))
-    if "dashboard" in config.workloads:
-        print("\n" + "\n".join(dashboard.summary(bench)))
+    for workload, module in (("horizon", horizon), ("history", history), ("soak", soak), ("dashboard", dashboard)):
+        lines = module.summary(bench) if workload in config.workloads else []
+        if lines:
+            print("\n" + "\n".join(lines))
     print()
     print(report.targets_table(targets))
     context = report.wake_context(bench)

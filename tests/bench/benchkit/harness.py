@@ -47,7 +47,8 @@ KNOBS = {
 SWEEP_CAP = {"procrastinate": 5000}
 SYSTEMS = ("pgjobs", "pgqueuer", "procrastinate", "bullmq", "bullmq-aof", "pg-floor", "pgbench")
 WAKE_ONLY = ("bullmq-aof", "pg-floor")  # context rows for the wake-up figure, nothing else
-WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings", "horizon", "dashboard")
+WORKLOADS = ("enqueue", "drain", "audited", "fanout", "wake", "procs", "ceilings", "horizon", "history", "soak",
+             "dashboard")
 BIG_KEYS = ("executed", "completed", "latencies_ms")
 WAKE_LABELS = {"pg-floor": "wake-up floor: INSERT+NOTIFY", "bullmq-aof": "wake-up p50, AOF fsync always"}
 
@@ -74,6 +75,10 @@ class Config:
     horizon_m: int = 100_000  # jobs drained behind the snapshot before the idle poll is timed
     horizon_poll_runs: int = 200
     dashboard_roots: int | None = None  # benchkit.dashboard's data set; None: 1,000,000, 100,000 with --quick
+    history_jobs: int = 10_000_000  # finished jobs in the history workload's (cached) database
+    soak_n: int | None = None  # jobs through the soak; None: 1,000,000, 100,000 with --quick (benchkit.soak)
+    soak_keep: float = 5.0  # seconds of finished jobs the soak's retention keeps
+    soak_interval: float = 1.0  # seconds between its retention passes (tests: shorter, the run is tiny)
     say: Callable[[str], None] = print
 
 
@@ -255,6 +260,14 @@ class Bench:
 
             if system in horizon.SYSTEMS:
                 horizon.bench_system(self, system, runtime, db, setting)
+        if "history" in want and system == "pgjobs":
+            from benchkit import history
+
+            history.bench_system(self, setting)
+        if "soak" in want and system == "pgjobs":
+            from benchkit import soak
+
+            soak.bench_system(self, setting)
         return setting
 
     def bench_wakes(self, ready: dict[str, tuple[envs.Runtime, str, dict]]) -> None:

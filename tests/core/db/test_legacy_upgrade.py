@@ -222,7 +222,7 @@ def test_reads_answer_the_same_after_the_upgrade_and_operators_act_as_before(new
     from datetime import datetime, timezone
 
     from pgjobs.queue import admin
-    from pgjobs.queue.maintenance import prune
+    from pgjobs.queue.retention import prune
 
     dsn = new_db()
     _migrate_like_the_previous_release(dsn)

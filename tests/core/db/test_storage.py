@@ -1,4 +1,4 @@
-"""The jobs table's storage (queue migration 0008, pgjobs.queue.maintenance's retention): heartbeats
+"""The jobs table's storage (queue migration 0008, pgjobs.queue.retention): heartbeats
 are HOT updates, the rescuer and hand-backs find running jobs through jobs_running_idx, and
 retention prunes whole old families in bounded batches while leaving everything else alone."""
 
@@ -14,7 +14,7 @@ import pytest
 from pgjobs.queue import JobSpec, enqueue, enqueue_many
 from pgjobs.queue.floors import full_ranges
 from pgjobs.queue.jobs import Q
-from pgjobs.queue.maintenance import Retention, prune_async
+from pgjobs.queue.retention import Retention, prune
 
 
 def _claim_all(conn: psycopg.Connection, token: uuid.UUID) -> list[int]:
@@ -71,8 +71,9 @@ def _family(conn: psycopg.Connection, finished_days_ago: float | None, children:
     for _ in range(children):
         conn.execute("INSERT INTO pgjobs.jobs (root_id, parent_id, kind) VALUES (%s, %s, 'child')", (root, root))
     if finished_days_ago is not None:
-        conn.execute("UPDATE pgjobs.jobs SET state = 'succeeded', finished_at = now() - make_interval(days => %s)"
-                     " WHERE root_id = %s", (finished_days_ago, root))
+        conn.execute("UPDATE pgjobs.jobs SET state = 'succeeded', finished_at = now() - make_interval(days => %s),"
+                     " created_at = now() - make_interval(days => %s) WHERE root_id = %s",
+                     (finished_days_ago, finished_days_ago, root))
     return root
 
 
@@ -84,14 +85,25 @@ async def test_retention_prunes_old_families_in_bounded_batches_and_keeps_the_re
         mixed = _family(conn, 10)  # one child still queued: the family stays whole
         conn.execute("UPDATE pgjobs.jobs SET state = 'queued', finished_at = NULL WHERE id = %s", (mixed + 1,))
     async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as aconn:
-        cutoff = datetime.now(timezone.utc) - timedelta(days=7)
-        assert await prune_async(aconn, cutoff, batch=10, max_batches=2) == 20 * 3  # 2 batches of 10 families
         retention = Retention(7, interval=3600, batch=10, max_batches=2)
-        assert await retention.tick(aconn) == 5 * 3  # the 5 left, and no more than that
-        assert await retention.tick(aconn) == 0  # not due again for an hour
+        assert await retention.tick(aconn) == 20 * 3  # 2 scans of 10 roots, then the turn ends
+        assert await retention.tick(aconn) == 5 * 3  # the pass goes on where it stopped: the 5 left
+        assert await retention.tick(aconn) == 0  # the pass ended: not due again for an hour
     with psycopg.connect(fresh_dsn) as conn:
         roots = {r[0] for r in conn.execute("SELECT DISTINCT root_id FROM pgjobs.jobs")}
     assert roots == {recent, unfinished, mixed} and not roots & set(old)
+
+
+def test_prune_walks_the_roots_in_scans_and_stops_at_the_first_root_created_after_the_cutoff(fresh_dsn):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        old = [_family(conn, 10, children=1) for _ in range(7)]
+        newer = _family(conn, 1, children=1)
+        late = _family(conn, 10, children=1)  # finished long ago but created after `newer`: ids follow creation
+        conn.execute("UPDATE pgjobs.jobs SET created_at = now() WHERE root_id = %s", (late,))
+        cutoff = datetime.now(timezone.utc) - timedelta(days=7)
+        assert prune(conn, cutoff, batch=2) == 7 * 2  # scans of 2 roots; the 4th, (old, `newer`), ends it
+        left = {r[0] for r in conn.execute("SELECT DISTINCT root_id FROM pgjobs.jobs")}
+    assert left == {newer, late} and not left & set(old)
 
 
 async def test_a_worker_with_retention_prunes_while_it_runs(fresh_dsn):

@@ -168,8 +168,8 @@ def assert_paced(dsn: str, limiter: str, requests: list[dict[str, Any]], interva
 
 
 # Each check lists the rows that break it; an empty list everywhere means the chain is sound. Jobs of
-# the maintenance kind REENRICH_STALE_ALBUMS are no part of a chain and write no log row: (b) and
-# (e) leave them out.
+# the maintenance kinds REENRICH_STALE_ALBUMS and PRUNE_ENRICHMENT_LOG are no part of a chain and
+# write no log row: (b) and (e) leave them out.
 INVARIANTS: dict[str, str] = {
     # The checker describes finished work: a running job's current attempt has no row yet.
     "no job still running": "SELECT id, kind FROM pgjobs.jobs WHERE state = 'running' ORDER BY id",
@@ -194,7 +194,7 @@ INVARIANTS: dict[str, str] = {
         WITH expected AS (
             SELECT j.id AS job_id, j.kind, a.attempt
             FROM pgjobs.jobs j CROSS JOIN LATERAL generate_series(1, j.attempt) AS a(attempt)
-            WHERE j.kind <> 'REENRICH_STALE_ALBUMS'
+            WHERE j.kind NOT IN ('REENRICH_STALE_ALBUMS', 'PRUNE_ENRICHMENT_LOG')
         ), logged AS (
             -- A row without an attempt number counts as attempt 0, which no job expects.
             SELECT job_id, coalesce(attempt, 0) AS attempt, count(*) AS rows
@@ -226,7 +226,7 @@ INVARIANTS: dict[str, str] = {
             SELECT root_job_id, count(*) AS rows FROM public.enrichment_roots GROUP BY root_job_id
         ), ran AS (
             SELECT id AS root_job_id FROM pgjobs.jobs
-            WHERE parent_id IS NULL AND attempt > 0 AND kind <> 'REENRICH_STALE_ALBUMS'
+            WHERE parent_id IS NULL AND attempt > 0 AND kind NOT IN ('REENRICH_STALE_ALBUMS', 'PRUNE_ENRICHMENT_LOG')
         )
         SELECT coalesce(s.root_job_id, r.root_job_id) AS root_job_id, coalesce(s.rows, 0) AS rows
         FROM shown s FULL JOIN ran r USING (root_job_id)

@@ -1,0 +1,119 @@
+"""Retention: whole finished job families out of pgjobs.jobs, by hand (`pgjobs prune`) or by the
+worker on a schedule (PGJOBS_RETENTION_DAYS, 7 by default; 0 turns it off).
+
+A pass walks the roots in id order (the primary key, no extra index: an index on finished_at would
+cost every completion an entry) in scans of `batch` roots, one transaction each, and deletes the
+families of the scanned roots whose every job finished before the cutoff. Ids follow creation, so
+the walk stops at the first scan that reaches a root created after the cutoff (nothing later can
+have finished before it): with nothing due a pass reads one scan. Roots another pruner holds are
+skipped (FOR UPDATE SKIP LOCKED), and only finished rows are deleted or locked, which no worker
+touches: workers never wait on it. An unfinished family stays whole; the walk passes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Awaitable, Callable
+
+import psycopg
+
+from pgjobs.queue.faults import UNAVAILABLE, FaultLog
+from pgjobs.queue.jobs import Q
+
+log = logging.getLogger("pgjobs.retention")
+
+
+@dataclass
+class Scan:
+    deleted: int  # jobs deleted
+    last_id: int | None  # the last root scanned: the next scan starts after it
+    more: bool  # whether roots old enough to be due may follow
+
+
+def _scan(row: tuple, batch: int, cutoff: datetime) -> Scan:
+    deleted, last_id, scanned, newest = row
+    return Scan(deleted, last_id, scanned >= batch and newest is not None and newest < cutoff)
+
+
+def prune(conn: psycopg.Connection, cutoff: datetime, *, batch: int = 1000) -> int:
+    """Delete whole families whose every job finished before `cutoff`; returns jobs deleted."""
+    total, after = 0, 0
+    while True:
+        with conn.transaction():
+            scan = _scan(conn.execute(Q["prune_scan"], {"cutoff": cutoff, "after": after, "limit": batch}
+                                      ).fetchone(), batch, cutoff)
+        total += scan.deleted
+        if not scan.more:
+            return total
+        after = scan.last_id
+
+
+class Retention:
+    """Retention that runs itself: the worker runs `run(pool)` beside its other loops; every
+    `interval` seconds (first at the worker's start) a pass deletes the families finished more than
+    `days` ago, in turns of at most `max_batches` scans; a pass that did not end goes on where it
+    stopped after a pause as long as the turn took, so a backlog of history is worked off in short
+    transactions, busy at most half the time."""
+
+    def __init__(self, days: float, *, interval: float = 600.0, batch: int = 1000, max_batches: int = 10) -> None:
+        self.days, self.interval, self.batch, self.max_batches = days, interval, batch, max_batches
+        self._next = 0.0
+        self._after: int | None = None  # where an unfinished pass goes on; None: start a new one
+        self._cutoff: datetime | None = None
+
+    async def run(self, pool, on_fault: Callable[[BaseException], Awaitable[None]] | None = None) -> None:
+        """Turns for as long as the worker runs (cancelled when it stops). A database that cannot
+        prune now (away, read-only, disk full: pgjobs.queue.faults) means a new pass later, never an
+        exit; `on_fault` lets the worker drop sessions such a fault leaves stale."""
+        faults = FaultLog(log, "retention")
+        while True:
+            started = time.monotonic()
+            try:
+                async with pool.connection() as conn:
+                    await self.tick(conn)
+                faults.ok()
+            except UNAVAILABLE as exc:
+                retry = min(self.interval, 30.0)
+                faults.failed(exc, retry)
+                self._after, self._next = None, time.monotonic() + retry
+                if on_fault is not None:
+                    await on_fault(exc)
+            now = time.monotonic()
+            await asyncio.sleep(max(now - started, self._next - now, 0.0))
+
+    async def tick(self, conn: psycopg.AsyncConnection) -> int:
+        """Prune when due; returns the jobs deleted (0 when not due)."""
+        if time.monotonic() < self._next:
+            return 0
+        if self._after is None:
+            self._after, self._cutoff = 0, datetime.now(timezone.utc) - timedelta(days=self.days)
+        deleted, more = 0, True
+        try:
+            for _ in range(self.max_batches):
+                async with conn.transaction():
+                    cur = await conn.execute(Q["prune_scan"], {"cutoff": self._cutoff, "after": self._after,
+                                                               "limit": self.batch})
+                    scan = _scan(await cur.fetchone(), self.batch, self._cutoff)
+                deleted += scan.deleted
+                more = scan.more
+                if not more:
+                    break
+                self._after = scan.last_id
+        except UNAVAILABLE:
+            raise  # the database cannot prune now: run() logs it and starts a new pass later
+        except psycopg.Error as exc:  # never the worker's end: log it, try again in `interval`
+            log.warning("retention failed (%s); trying again in %.0fs", exc, self.interval)
+            self._after, self._next = None, time.monotonic() + self.interval
+            return deleted
+        if deleted:
+            log.info("retention: pruned %d job(s) of families finished before %s", deleted,
+                     f"{self._cutoff:%Y-%m-%d %H:%M:%S}Z")
+        if more:  # the pass goes on at the next maintenance turn, not in `interval`
+            self._next = 0.0
+        else:
+            self._after, self._next = None, time.monotonic() + self.interval
+        return deleted
