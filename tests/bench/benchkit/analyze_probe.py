@@ -151,13 +151,19 @@ def summarise(notices: list[str]) -> dict[str, Counter]:
     for text in notices:
         kind = ("claim" if "lease_token = $" in text and "waiters" in text else
                 "complete" if "string_to_array" in text else
-                "apply" if "o.outcome" in text else None)
-        if kind is None:
+                "apply" if "o.outcome" in text else "other")
+        if kind == "other":
+            m = re.search(r"duration: ([\d.]+) ms", text)
+            query = text.split("Query Text:", 1)[-1].strip().splitlines()[0][:60] if "Query Text:" in text else "?"
+            shapes["other statement ms"][query] += float(m.group(1)) if m else 0.0
             continue
         plan = text.split("\n", 2)[-1] if "Query Text" in text else text
         nodes = [re.sub(r"\s+\(.*", "", line.strip().lstrip("-> ").strip())
                  for line in plan.splitlines() if "(cost=" in line or "(actual" in line]
-        shapes[kind][" / ".join(nodes[:8])] += 1
+        shapes[kind][" / ".join(nodes[:14])] += 1
+        m = re.search(r"duration: ([\d.]+) ms", text)
+        if m:
+            shapes[kind + " statement ms"]["total"] += float(m.group(1))
         for line in plan.splitlines():
             m = re.search(r"^\s*(?:->\s*)?Update on .*actual time=[\d.]+\.\.([\d.]+) rows=(\d+)", line)
             if m:
