@@ -259,7 +259,7 @@ SET state = CASE
     lease_token = NULL, lease_expires_at = NULL
 FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delays)b::float8[],
             %(errors)b::text[], %(tracebacks)b::text[]) AS o(id, token, outcome, delay, error, traceback)
-WHERE j.id = o.id AND j.lease_token = o.token AND j.state = 'running'
+WHERE j.id = o.id AND j.lease_token = o.token  -- a set lease_token means running (CHECK jobs_lease)
 RETURNING j.id, j.state::text AS state;
 
 -- name: complete_jobs
@@ -271,7 +271,7 @@ RETURNING j.id, j.state::text AS state;
 UPDATE pgjobs.jobs j
 SET state = 'succeeded', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
 FROM unnest(string_to_array(%(ids)s, ',')::bigint[], string_to_array(%(slots)s, ',')::int[]) AS o(id, slot)
-WHERE j.id = o.id AND j.lease_token = (%(tokens)b::uuid[])[o.slot] AND j.state = 'running'
+WHERE j.id = o.id AND j.lease_token = (%(tokens)b::uuid[])[o.slot]  -- running: CHECK jobs_lease
 RETURNING j.id;
 
 -- name: extend_leases
@@ -280,11 +280,14 @@ RETURNING j.id;
 -- is skipped this round. Waiting on it, with rows already locked in another order, deadlocked
 -- against the completer's group transaction (seen with two workers). The returned ids come from the
 -- statement's snapshot, so a skipped row still counts as held until a commit says otherwise.
+-- No `state = 'running'` here, in complete_jobs or in apply_outcomes: a set lease token means
+-- running (CHECK jobs_lease), and that predicate let the planner, on statistics taken while the
+-- jobs were queued, walk jobs_running_idx (estimate: 1 row) and re-scan the group's ids once per
+-- running job (tests/core/db/test_plans_after_analyze.py; docs/performance.md).
 WITH held AS (
     SELECT * FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[]) AS t(id, token)
 ), locked AS (
     SELECT j.id FROM pgjobs.jobs j JOIN held t ON j.id = t.id AND j.lease_token = t.token
-    WHERE j.state = 'running'
     FOR UPDATE OF j SKIP LOCKED
 ), extended AS (
     UPDATE pgjobs.jobs j
@@ -292,8 +295,7 @@ WITH held AS (
     FROM locked WHERE j.id = locked.id
     RETURNING j.id
 )
-SELECT j.id FROM pgjobs.jobs j JOIN held t ON j.id = t.id AND j.lease_token = t.token
-WHERE j.state = 'running';  -- (a data-modifying CTE runs whether or not it is read)
+SELECT j.id FROM pgjobs.jobs j JOIN held t ON j.id = t.id AND j.lease_token = t.token;  -- (a data-modifying CTE runs whether or not it is read)
 
 -- name: rescue_expired
 -- Re-queue running jobs whose lease expired (their worker died); the lost run counts as an attempt.
