@@ -14,9 +14,15 @@ import psycopg
 
 
 @asynccontextmanager
-async def bounded(conn: psycopg.AsyncConnection, seconds: float) -> AsyncIterator[psycopg.AsyncConnection]:
-    """A transaction whose statements time out after `seconds` (0: no limit); SET LOCAL, so the
-    session's own setting is back after it."""
+async def bounded(conn: psycopg.AsyncConnection, seconds: float, *,
+                  lock_timeout: float = 0.0) -> AsyncIterator[psycopg.AsyncConnection]:
+    """A transaction whose statements time out after `seconds` (0: no limit), and give up waiting
+    for a lock after `lock_timeout` (0: the session's own); SET LOCAL, so the session's settings are back after it."""
     async with conn.transaction():
-        await conn.execute("SELECT set_config('statement_timeout', %s, true)", (str(int(round(seconds * 1000))),))
+        timeout = str(int(round(seconds * 1000)))
+        if lock_timeout:
+            await conn.execute("SELECT set_config('statement_timeout', %s, true), set_config('lock_timeout', %s, true)",
+                               (timeout, str(max(1, int(round(lock_timeout * 1000))))))
+        else:
+            await conn.execute("SELECT set_config('statement_timeout', %s, true)", (timeout,))
         yield conn

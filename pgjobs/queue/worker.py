@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 import psycopg
+from psycopg import errors
 from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue import defaults
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from pgjobs.database import Timeouts
 
 log = logging.getLogger("pgjobs.worker")
+HEARTBEAT_LOCK_WAIT = 0.2  # seconds the heartbeat waits for a row lock before it retries (see extend_leases)
 
 
 def new_worker_id() -> str:
@@ -259,9 +261,11 @@ class Worker(Producer, GroupCommitter):
 
     async def _heartbeat_loop(self) -> None:
         faults = self._faults["heartbeat"]
+        pause = self.lease_seconds / 3
         while True:
-            await asyncio.sleep(self.lease_seconds / 3)
-            held, alive = list(self._held.values()), set()
+            await asyncio.sleep(pause)
+            pause = self.lease_seconds / 3
+            held, alive = sorted(self._held.values(), key=lambda j: j.id), set()
             try:
                 async with self.pool.connection() as conn:
                     async with bounded(conn, self.timeouts.statement_timeout):
@@ -270,10 +274,14 @@ class Worker(Producer, GroupCommitter):
                     if held:
                         params = {"ids": [j.id for j in held], "tokens": [j.lease_token for j in held],
                                   "lease_seconds": self.lease_seconds}
-                        async with bounded(conn, self.timeouts.statement_timeout):
+                        # a row our completer holds: give up this round at once, never wait (see the query)
+                        async with bounded(conn, self.timeouts.statement_timeout, lock_timeout=HEARTBEAT_LOCK_WAIT):
                             cur = await conn.execute(Q["extend_leases"], params)
                             alive = {row[0] for row in await cur.fetchall()}
                 faults.ok()
+            except errors.LockNotAvailable:
+                pause = 1.0  # the completer commits in milliseconds; the leases have two rounds to spare
+                continue
             except UNAVAILABLE as exc:
                 faults.failed(exc)
                 await self._after_fault(exc)

@@ -275,27 +275,20 @@ WHERE j.id = o.id AND j.lease_token = (%(tokens)b::uuid[])[o.slot]  -- running: 
 RETURNING j.id;
 
 -- name: extend_leases
--- Heartbeat: push out the leases this worker still holds; returns the ids still held. It never
--- waits on a row lock: a row locked elsewhere is being finished by our completer (or cancelled) and
--- is skipped this round. Waiting on it, with rows already locked in another order, deadlocked
--- against the completer's group transaction (seen with two workers). The returned ids come from the
--- statement's snapshot, so a skipped row still counts as held until a commit says otherwise.
+-- Heartbeat: push out the leases this worker still holds; returns the ids still held. The worker
+-- runs it under a short lock_timeout (pgjobs/queue/worker.py): a row its own completer holds locked
+-- makes this round give up at once and retry, rather than wait in a lock order that deadlocked
+-- against the completer's group transaction (seen with two workers). (A SKIP LOCKED form avoided
+-- the wait too, but its row locks cost the heartbeat its HOT updates on PostgreSQL 15.)
 -- No `state = 'running'` here, in complete_jobs or in apply_outcomes: a set lease token means
 -- running (CHECK jobs_lease), and that predicate let the planner, on statistics taken while the
 -- jobs were queued, walk jobs_running_idx (estimate: 1 row) and re-scan the group's ids once per
 -- running job (tests/core/db/test_plans_after_analyze.py; docs/performance.md).
-WITH held AS (
-    SELECT * FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[]) AS t(id, token)
-), locked AS (
-    SELECT j.id FROM pgjobs.jobs j JOIN held t ON j.id = t.id AND j.lease_token = t.token
-    FOR UPDATE OF j SKIP LOCKED
-), extended AS (
-    UPDATE pgjobs.jobs j
-    SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-    FROM locked WHERE j.id = locked.id
-    RETURNING j.id
-)
-SELECT j.id FROM pgjobs.jobs j JOIN held t ON j.id = t.id AND j.lease_token = t.token;  -- (a data-modifying CTE runs whether or not it is read)
+UPDATE pgjobs.jobs j
+SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
+FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[]) AS t(id, token)
+WHERE j.id = t.id AND j.lease_token = t.token
+RETURNING j.id;
 
 -- name: rescue_expired
 -- Re-queue running jobs whose lease expired (their worker died); the lost run counts as an attempt.
