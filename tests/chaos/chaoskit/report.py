@@ -8,6 +8,7 @@ import platform
 from datetime import datetime, timezone
 from pathlib import Path
 
+from chaoskit import limits
 from chaoskit.runner import DRAIN_TIMEOUT, STRANDED_GRACE, Result
 from chaoskit.scenarios import FAST, LOCK_WINDOW, VOLUME_MB
 from chaoskit.workload import LEASE_SECONDS
@@ -114,6 +115,20 @@ to check a change; a scenario that fails is reported as failed, with what broke.
   checks the timeline's invariants after (`tests/enrichment/e2e/chain_support.py`: exactly one
   audit row per attempt, the rescued one included; flat lineage, every descendant's log row and job
   naming the family's root; no duplicate children; one `enrichment_roots` row per root).
+- **The providers' rate limits.** `provider_limits` runs the enrichment app with its own limits
+  (MusicBrainz 1/s, Discogs 60/min, `pgjobs/enrichment/settings.py`) and the sandbox, {limits.WORKERS}
+  workers of {limits.SLOTS} slots straight to the server, and three backlogs one after the other:
+  {limits.MUSICBRAINZ_CALLS} albums of releases MusicBrainz does not know (one call each),
+  {limits.DISCOGS_CALLS} `DISCOGS_SEARCH_ARTIST` jobs for artists Discogs does not know (one search
+  each), then {limits.FAULT_CALLS} more albums whose {limits.FAULT_AT + 1}th MusicBrainz request is
+  answered 503 with `Retry-After: {limits.RETRY_AFTER:.0f}`. From the sandbox's arrival times (its
+  own clock, the moment it read each request): the smallest gap between consecutive arrivals must be
+  at least the limiter's interval (1.0 s for both: a per-minute limit is spaced evenly, one call
+  per interval, so no 60 s window ever holds more than 60), the rate over the backlog (calls - 1
+  over first to last arrival) at least {limits.MIN_RATE} of the limit, and after the 503 no request
+  before Retry-After elapsed (recovery time: the 503 to the next request). Each call's lateness
+  after the slot its take granted (a trigger on `pgjobs.rate_limits` records the slots) is what the
+  limiter's send margin (`pgjobs/queue/limits.py`) must cover.
 - **Not covered yet.** A full WAL volume (PostgreSQL stops with PANIC; the workers' side is
   `pg_restart`), a failover to a promoted standby, PgBouncer in front of the workers; the hand-off
   window named in [queue.md](queue.md) ("Live"): an enqueue in the first moments of a fault, while

@@ -16,6 +16,7 @@ from psycopg import sql as pgsql
 from pgjobs.queue import enqueue
 
 from chaoskit.chain import chain_sigstop
+from chaoskit.limits import TITLE as LIMITS_TITLE, provider_limits
 from chaoskit.runner import Lab, Result, Run
 from chaoskit.workload import LEASE_SECONDS, query
 
@@ -269,6 +270,8 @@ SCENARIOS: dict[str, tuple[str, Callable[[Run], None], dict]] = {
     # Its own workload and checks (chaoskit.chain): the enrichment app and its sandbox.
     "chain_sigstop": ("the enrichment chain, a worker SIGSTOPped for 2.5 x the lease mid-chain", chain_sigstop,
                       {"own_run": True}),
+    # The enrichment app's providers' rate limits as the sandbox saw them (chaoskit.limits).
+    "provider_limits": (LIMITS_TITLE, provider_limits, {"own_run": True}),
 }
 
 
