@@ -73,7 +73,9 @@ def test_three_workers_enqueue_exactly_one_job_per_second_and_a_restart_catches_
     assert len(slots) >= 11
     assert {n for n, _ in found.values()} == {1}, found  # no slot twice, across the three processes
     assert _consecutive(slots), slots  # and none skipped while workers ran
-    assert {states for _, states in found.values()} == {"succeeded"}
+    # every slot's job ran, but the newest one's may have been enqueued just as the stop began
+    # (a stopping worker claims nothing new): it is then still queued, never lost or run twice
+    assert {found[s][1] for s in slots[:-1]} == {"succeeded"} and found[slots[-1]][1] in ("succeeded", "queued")
     enqueued_by = [sum(e.get("msg") == "periodic job enqueued" for e in w.logs()) for w in workers]
     assert sum(enqueued_by) == len(slots)
     (last_slot, last_job_id) = sql(fresh_dsn, "SELECT last_slot, last_job_id FROM pgjobs.schedules")[0]
