@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from pgjobs.app import App, builtin_app, load_app
 from pgjobs.cli import dashboard, db, enqueue, jobs, queues, schedules, worker
-from pgjobs.cli.common import EXPECTED_ERRORS, Cli, UsageFailure, invoke, report
+from pgjobs.cli.common import EXPECTED_ERRORS, Cli, UsageFailure, expected_error, invoke, report
 from pgjobs.settings import Settings
 
 HELP = ("pgjobs: a PostgreSQL job queue. The database is PGJOBS_DSN / DATABASE_URL, else an embedded "
@@ -86,4 +86,9 @@ def main(argv: list[str] | None = None) -> None:
         code = invoke(build(app), args)
     except EXPECTED_ERRORS as exc:
         code = report(exc)
+    except BaseExceptionGroup as group:
+        found = expected_error(group)
+        if found is None:
+            raise
+        code = report(found)
     sys.exit(code)

@@ -71,10 +71,30 @@ def one_line(exc: BaseException) -> str:
 EXPECTED_ERRORS = (UsageFailure, PgjobsError, psycopg.Error)
 
 
+# What some server errors mean for pgjobs, said after the server's own line.
+_HINTS = {
+    psycopg.errors.DuplicatePreparedStatement:
+        " (the server connection is shared with other clients: a pooler in transaction mode? pgjobs needs"
+        " session pooling or a direct connection, see docs/deployment.md)",
+    psycopg.errors.ReadOnlySqlTransaction: " (a read-only database or a hot standby: this needs the primary)",
+}
+
+
+def expected_error(exc: BaseException) -> BaseException | None:
+    """`exc` if the CLI reports it as one line, or the first such error inside an exception group
+    (the worker's tasks raise through asyncio.TaskGroup); None: a bug, keep the traceback."""
+    if isinstance(exc, EXPECTED_ERRORS):
+        return exc
+    if isinstance(exc, BaseExceptionGroup):
+        return next((found for leaf in exc.exceptions if (found := expected_error(leaf)) is not None), None)
+    return None
+
+
 def report(exc: BaseException) -> int:
     """Print an expected error as one line on stderr; the exit code (2)."""
     where = "database: " if isinstance(exc, psycopg.Error) else ""
-    print(f"pgjobs: error: {where}{one_line(exc)}", file=sys.stderr)
+    hint = next((text for kind, text in _HINTS.items() if isinstance(exc, kind)), "")
+    print(f"pgjobs: error: {where}{one_line(exc)}{hint}", file=sys.stderr)
     return 2
 
 
