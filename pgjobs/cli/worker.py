@@ -48,7 +48,8 @@ async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str
                 burst_waits_for_scheduled=burst_waits_for_scheduled, state=state,
                 app_name=app.name, on_error=app.error_hooks, handoff=settings.handoff,
                 retention=None if not settings.retention_days else Retention(
-                    settings.retention_days, interval=settings.retention_interval, batch=settings.retention_batch),
+                    settings.retention_days, interval=settings.retention_interval, batch=settings.retention_batch,
+                    vacuum_after=settings.retention_vacuum_after),
                 worker_id=worker_id, timeouts=timeouts,
             )
             if settings.otel:  # after the lifespan: an app may configure its TracerProvider there

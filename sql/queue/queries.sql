@@ -413,22 +413,27 @@ RETURNING id, queue;
 -- name: prune_scan
 -- One step of retention (pgjobs/queue/retention.py): the next %(limit)s roots after %(after)s in id
 -- order (the primary key), and the whole families of those whose every job finished before
--- %(cutoff)s deleted; unfinished families stay whole, roots another pruner holds are skipped.
+-- %(cutoff)s deleted; unfinished families stay whole. One pruner at a time: the step holds a
+-- transaction advisory lock (waits for it with %(wait)s, else scans nothing while another pruner
+-- holds it), so no row needs a lock of its own: a row lock per root doubled the heap writes of a
+-- single-job family (measured on 200,000 of them: 1,000-root steps 62k -> 95k jobs deleted/s,
+-- 10,000-root steps 100k -> 155k).
 -- Returns jobs deleted, the last root scanned, how many were scanned and the newest one's
 -- created_at (the walk ends at a root created after the cutoff).
-WITH scan AS MATERIALIZED (
-    SELECT id, created_at FROM pgjobs.jobs
-    WHERE id > %(after)s AND parent_id IS NULL
+WITH pruner AS MATERIALIZED (
+    SELECT CASE WHEN %(wait)s THEN (SELECT true FROM (SELECT pg_advisory_xact_lock(%(lock_key)s)) AS waited)
+                ELSE pg_try_advisory_xact_lock(%(lock_key)s) END AS held
+), scan AS MATERIALIZED (
+    SELECT id, created_at, state, finished_at FROM pgjobs.jobs
+    WHERE id > %(after)s AND parent_id IS NULL AND (SELECT held FROM pruner)
     ORDER BY id
     LIMIT %(limit)s
 ), roots AS (
-    SELECT r.id FROM pgjobs.jobs r
-    WHERE r.id IN (SELECT id FROM scan) AND r.parent_id IS NULL
-      AND r.state IN ('succeeded', 'failed', 'cancelled') AND r.finished_at < %(cutoff)s
+    SELECT s.id FROM scan s
+    WHERE s.state IN ('succeeded', 'failed', 'cancelled') AND s.finished_at < %(cutoff)s
       AND NOT EXISTS (
           SELECT FROM pgjobs.jobs d
-          WHERE d.root_id = r.id AND (d.state IN ('queued', 'running') OR d.finished_at >= %(cutoff)s))
-    FOR UPDATE OF r SKIP LOCKED
+          WHERE d.root_id = s.id AND (d.state IN ('queued', 'running') OR d.finished_at >= %(cutoff)s))
 ), deleted AS (
     DELETE FROM pgjobs.jobs WHERE root_id IN (SELECT id FROM roots)
     RETURNING 1

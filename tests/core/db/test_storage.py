@@ -5,6 +5,7 @@ retention prunes whole old families in bounded batches while leaving everything 
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from datetime import datetime, timedelta, timezone
 
@@ -14,7 +15,7 @@ import pytest
 from pgjobs.queue import JobSpec, enqueue, enqueue_many
 from pgjobs.queue.floors import full_ranges
 from pgjobs.queue.jobs import Q
-from pgjobs.queue.retention import Retention, prune
+from pgjobs.queue.retention import PRUNER_LOCK_KEY, Retention, prune
 
 
 def _claim_all(conn: psycopg.Connection, token: uuid.UUID) -> list[int]:
@@ -85,13 +86,45 @@ async def test_retention_prunes_old_families_in_bounded_batches_and_keeps_the_re
         mixed = _family(conn, 10)  # one child still queued: the family stays whole
         conn.execute("UPDATE pgjobs.jobs SET state = 'queued', finished_at = NULL WHERE id = %s", (mixed + 1,))
     async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as aconn:
-        retention = Retention(7, interval=3600, batch=10, max_batches=2)
+        retention = Retention(7, interval=3600, batch=10, max_batches=2, max_batch=10)  # scans that don't grow
         assert await retention.tick(aconn) == 20 * 3  # 2 scans of 10 roots, then the turn ends
         assert await retention.tick(aconn) == 5 * 3  # the pass goes on where it stopped: the 5 left
         assert await retention.tick(aconn) == 0  # the pass ended: not due again for an hour
     with psycopg.connect(fresh_dsn) as conn:
         roots = {r[0] for r in conn.execute("SELECT DISTINCT root_id FROM pgjobs.jobs")}
     assert roots == {recent, unfinished, mixed} and not roots & set(old)
+
+
+async def test_retention_behind_doubles_its_scans_then_vacuums_once_caught_up(fresh_dsn):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        old = [_family(conn, 10) for _ in range(20)]
+        vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs'::regclass"
+        before = conn.execute(vacuums).fetchone()[0]
+    async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as aconn:
+        retention = Retention(7, interval=3600, batch=2, max_batches=3, max_batch=8, vacuum_after=50)
+        assert await retention.tick(aconn) == (2 + 4 + 8) * 3  # each full scan due doubles the next
+        assert await retention.tick(aconn) == 6 * 3  # a scan of 8 finds the 6 left: the pass ends
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        assert not conn.execute("SELECT count(*) FROM pgjobs.jobs WHERE root_id = ANY(%s)", (old,)).fetchone()[0]
+        deadline = time.monotonic() + 10
+        while conn.execute(vacuums).fetchone()[0] == before and time.monotonic() < deadline:
+            time.sleep(0.05)  # the server's statistics catch up with the VACUUM
+        assert conn.execute(vacuums).fetchone()[0] == before + 1  # 60 pruned >= 50: one VACUUM at the end
+
+
+async def test_retention_skips_its_pass_while_another_pruner_holds_the_lock(fresh_dsn):
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        old = _family(conn, 10)
+    with psycopg.connect(fresh_dsn) as other:  # another worker's retention step, mid-transaction
+        other.execute("SELECT pg_advisory_xact_lock(%s)", (PRUNER_LOCK_KEY,))
+        async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as aconn:
+            retention = Retention(7, interval=3600)
+            assert await retention.tick(aconn) == 0  # nothing scanned, nothing waited for
+        other.rollback()
+    async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as aconn:
+        assert await Retention(7, interval=3600).tick(aconn) == 3  # free again: the next pass prunes
+    with psycopg.connect(fresh_dsn) as conn:
+        assert not conn.execute("SELECT count(*) FROM pgjobs.jobs WHERE root_id = %s", (old,)).fetchone()[0]
 
 
 def test_prune_walks_the_roots_in_scans_and_stops_at_the_first_root_created_after_the_cutoff(fresh_dsn):
