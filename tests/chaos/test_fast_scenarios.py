@@ -17,6 +17,10 @@ from chaoskit.scenarios import FAST, run_scenario
 
 pytestmark = pytest.mark.slow
 
+# Seconds within which work must resume. chain_sigstop's recovery is the whole rest of the chain
+# after the stop (SIGSTOP for 7.5 s, then ~10 s of MusicBrainz calls at 1/s even without a fault).
+RESUMED_WITHIN = {"chain_sigstop": 30.0}
+
 
 @pytest.mark.parametrize("name", list(FAST))
 def test_the_worker_survives(lab, name):
@@ -24,4 +28,4 @@ def test_the_worker_survives(lab, name):
         pytest.skip("the disk-full drill mounts a small tmpfs: root only")
     result = run_scenario(lab, name, FAST[name] or 300)
     assert result.held, report.line(result) + "\n" + "\n".join(f"--- {w} ---\n{t}" for w, t in result.logs.items())
-    assert result.recovery_s is not None and result.recovery_s < 10, report.line(result)
+    assert result.recovery_s is not None and result.recovery_s < RESUMED_WITHIN.get(name, 10.0), report.line(result)
