@@ -11,6 +11,7 @@ N, M = 60, 300
 
 
 def test_horizon_runs_are_verified_and_reported(bench_db: str) -> None:
+    """--quick: one pair per setting (the full run's pgjobs pairs are the next test's)."""
     lines: list[str] = []
     bench = Bench(Config(dsn=bench_db, n=N, quick=True, systems=("pgjobs",), workloads=("horizon",),
                          reuse_db=True, reps=1, warmup=10, horizon_n=N, horizon_m=M, horizon_poll_runs=20,
@@ -39,3 +40,21 @@ def test_horizon_runs_are_verified_and_reported(bench_db: str) -> None:
     assert results[horizon.PollTarget.name]["result"] in ("SKIP", "FAIL")
     summary = "\n".join(horizon.summary(bench))
     assert "concurrency=10 (default)" in summary and f"after {M:,} jobs drained behind the snapshot" in summary
+
+
+def test_pgjobs_takes_three_pairs_in_alternating_order(bench_db: str) -> None:
+    """Outside --quick pgjobs drains PGJOBS_PAIRS pairs per setting whatever their length (its
+    default pair is over the repetition budget), and every other pair runs the held drain first."""
+    bench = Bench(Config(dsn=bench_db, n=N, systems=("pgjobs",), workloads=("horizon",), reuse_db=True,
+                         reps=1, rep_budget=0.0, warmup=10, horizon_n=N, horizon_m=M, horizon_poll_runs=5,
+                         say=lambda line: None))
+    bench.run_all()
+
+    figures = {f.workload: f for f in bench.figures}
+    for setting in ("default", "bench"):
+        free, held = figures[f"horizon-free-{setting}"].runs, figures[f"horizon-held-{setting}"].runs
+        assert len(free) == len(held) == horizon.PGJOBS_PAIRS
+        assert all(r.ok for r in free + held)
+        held_first = [h.started < f.started for f, h in zip(free, held)]
+        assert held_first == [i % 2 == 1 for i in range(horizon.PGJOBS_PAIRS)]
+        assert len(horizon.pair_ratios(bench, "pgjobs", setting)) == horizon.PGJOBS_PAIRS

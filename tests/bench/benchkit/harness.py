@@ -72,7 +72,7 @@ class Config:
     procs: tuple[int, ...] = (1, 2, 4)
     db_prefix: str = "bench_"
     horizon_n: int | None = None  # jobs per horizon drain; None: 100,000, 20,000 with --quick (benchkit.horizon)
-    horizon_m: int = 100_000  # jobs drained behind the snapshot before the idle poll is timed
+    horizon_m: int = 1_000_000  # jobs drained behind the snapshot before the idle poll is timed
     horizon_poll_runs: int = 200
     dashboard_roots: int | None = None  # benchkit.dashboard's data set; None: 1,000,000, 100,000 with --quick
     history_jobs: int = 10_000_000  # finished jobs in the history workload's (cached) database
@@ -92,6 +92,7 @@ class Run:
     error: str | None = None
     load: float = 0.0  # 1-minute load average when the run started: the cores are shared
     records: dict = field(default_factory=dict)  # the big lists, kept in memory (tests re-verify them)
+    started: float = field(default_factory=time.monotonic)  # the order runs were taken in
 
     @property
     def ok(self) -> bool:

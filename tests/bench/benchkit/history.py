@@ -11,9 +11,10 @@ checksum over the migrations it was built with and the generator's source: a run
 key reuses it (a marker row, written last, says the load finished), a changed schema or generator
 loads afresh (and drops the older caches). The run prints how long the load took.
 
-Per setting (the worker's default concurrency 10, DEFAULT_PAIRS pairs, and the bench's drain
-setting, --reps pairs), in turns: the empty database (made fresh, migrated the same way) drains N
-no-op jobs, then the history database does; each run is verified exactly-once on the `noop` jobs
+Per setting (the worker's default concurrency 10, DEFAULT_PAIRS pairs of N jobs, and the bench's
+drain setting, --reps pairs of BENCH_SETTING_N), back to back, every other pair in the other order:
+the empty database (made fresh, migrated the same way) drains the no-op jobs, and the history
+database does; each run is verified exactly-once on the `noop` jobs
 (drivers/pgjobs_history_driver.py deletes the previous runs' `noop` jobs first and VACUUMs, so the
 history stays as loaded and no run inherits the dead rows of the ones before it). The figure is the median of
 the pairs' ratios, as in the horizon workload. Then the two reads of the enrichment views the
@@ -50,6 +51,12 @@ DEFAULT_CONCURRENCY = 10
 # Pairs at the default setting (at least; --reps when more): its drains are short (N at concurrency
 # 10: ~10 s), and three pairs' median moved 0.82-1.08x from run to run.
 DEFAULT_PAIRS = 5
+# Jobs per drain at the bench's setting (at least; the bench's N when more): N = 20,000 at ~25,000
+# jobs/s lasted 0.8 s, and the pair ratios of such drains moved 0.67-1.71x (the VM's noise, not
+# the history); 80,000 last ~3 s. Not more: a claim and a completion leave two dead versions per
+# job, and past 200,000 (pgjobs.jobs' autovacuum scale factor 0.02 of the 10 M rows) autovacuum
+# sets off over the whole history table inside the timed drain. --quick keeps its N.
+BENCH_SETTING_N = 80_000
 MARKER = "bench_history_loaded"
 
 
@@ -152,14 +159,18 @@ def bench_system(bench: Bench, swept: dict) -> None:
     runtime = envs.pgjobs_runtime()
     runtime.command = [sys.executable, str(envs.DRIVERS / "pgjobs_history_driver.py")]
     settings = {"default": {"concurrency": DEFAULT_CONCURRENCY}, "bench": swept or {"concurrency": 2000}}
-    c.say(f"  history: N={c.n:,} no-op jobs per drain, empty database then the history one, in turns")
+    sizes = {"default": c.n, "bench": c.n if c.quick else max(c.n, BENCH_SETTING_N)}
+    c.say(f"  history: N={sizes['default']:,} (default) / {sizes['bench']:,} (bench) no-op jobs per drain, "
+          "the empty database and the history one back to back, every other pair the history first")
     runs: dict[str, list[Run]] = {f"{db}-{name}": [] for name in settings for db in ("empty", "history")}
     for rep in range(max(c.reps, DEFAULT_PAIRS)):
         for name, setting in settings.items():
             if name != "default" and rep >= c.reps:
                 continue
-            for db, dsn in (("empty", empty), ("history", history.dsn)):
-                run = bench.run("pgjobs", runtime, dsn, "history", c.n, setting, c.n)
+            pair = (("empty", empty), ("history", history.dsn))
+            for db, dsn in (pair if rep % 2 == 0 else pair[::-1]):
+                n = sizes[name]
+                run = bench.run("pgjobs", runtime, dsn, "history", n, setting, n)
                 run.workload = f"history-{db}"
                 runs[f"{db}-{name}"].append(run)
     for name in settings:
