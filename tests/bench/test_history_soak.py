@@ -6,6 +6,7 @@ from __future__ import annotations
 import uuid
 
 import psycopg
+import pytest
 from psycopg import sql
 
 from benchkit import history, soak
@@ -49,14 +50,18 @@ def test_history_runs_are_verified_and_the_database_is_cached(bench_db: str) -> 
 def test_soak_run_is_verified_prunes_and_reports_sizes(bench_db: str) -> None:
     lines: list[str] = []
     bench = Bench(Config(dsn=bench_db, n=N, quick=True, systems=("pgjobs",), workloads=("soak",), reuse_db=True,
-                         reps=1, warmup=10, soak_n=3000, soak_keep=0.001, soak_interval=0.02,
+                         reps=2, warmup=10, soak_n=3000, soak_keep=0.001, soak_interval=0.02,
                          say=lines.append))
     bench.run_all()
     (figure,) = bench.figures
-    run = figure.runs[0]
-    assert figure.ok, (run.error, [c for c in run.checks if not c.ok])
-    assert run.result["pruned"] > 0 and run.result["left_unfinished"] == 0
-    assert len(run.result["tenths"]) == 10 and run.result["samples"][-1]["done"] == 3000
+    assert len(figure.runs) == 2  # --reps soaks, each from an empty table
+    for run in figure.runs:
+        assert run.ok, (run.error, [c for c in run.checks if not c.ok])
+        assert run.result["pruned"] > 0 and run.result["left_unfinished"] == 0
+        assert len(run.result["tenths"]) == 10 and run.result["samples"][-1]["done"] == 3000
     results = {t.name: t.evaluate(bench) for t in soak.TARGETS}
     assert {r["result"] for r in results.values()} <= {"PASS", "FAIL"}
+    assert all(len(r["runs"]) == 2 for r in results.values())
+    rates = [run.result["tenths"][-1] / run.result["tenths"][0] for run in figure.runs]
+    assert results[soak.RateTarget.name]["ratio"] == pytest.approx(sum(rates) / 2)  # the median of two
     assert "heap MB" in "\n".join(soak.summary(bench))

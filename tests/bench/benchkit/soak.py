@@ -6,11 +6,14 @@ throughput over the last tenth of the jobs is within 10 % of the first tenth's (
 or bloats slows the claim, the completion and the pruning as it goes), and the jobs table with its
 indexes stays bounded: at the end at most 1.5 x its size halfway through (a table growing with the
 jobs run would be 2 x). Verified like every run: each payload seq ran exactly once, nothing left
-unfinished, retention pruned.
+unfinished, retention pruned. The soak runs --reps times (one with --quick): one run's tenths move
+8-19 k jobs/s on this 2-core VM, so the rate figure is the median of the runs' last/first ratios;
+the size figure is the worst run's.
 """
 
 from __future__ import annotations
 
+import statistics
 import sys
 
 from benchkit import envs
@@ -30,15 +33,34 @@ def bench_system(bench: Bench, swept: dict) -> None:
     runtime.command = [sys.executable, str(envs.DRIVERS / "pgjobs_soak_driver.py")]
     setting = (swept or {"concurrency": 2000}) | {"keep": c.soak_keep} | (
         {"interval": c.soak_interval} if c.soak_interval != 1.0 else {})
-    c.say(f"  soak: {n:,} jobs through one worker, retention keeping {c.soak_keep:g} s of finished jobs")
+    c.say(f"  soak: {n:,} jobs through one worker, retention keeping {c.soak_keep:g} s of finished jobs, "
+          f"{c.reps} run(s)")
+    runs = []
     with bench.database("soak") as db:  # its own (bench_soak), or the suite's with --reuse-db
-        run = bench.run("pgjobs", runtime, db, "soak", n, setting, n)
-    bench.figures.append(Figure("pgjobs", "soak", f"soak, {n:,} jobs, retention on", [run]))
+        for _ in range(c.reps):  # the driver starts each run from an empty table
+            runs.append(bench.run("pgjobs", runtime, db, "soak", n, setting, n))
+    bench.figures.append(Figure("pgjobs", "soak", f"soak, {n:,} jobs, retention on", runs))
+
+
+def _runs(bench: Bench) -> list:
+    """The verified soak runs (a failed one fails the bench on its own; the targets read the rest)."""
+    f = next((f for f in bench.figures if f.system == "pgjobs" and f.workload == "soak"), None)
+    return [r for r in f.runs if r.ok and r.result.get("tenths")] if f else []
+
+
+def _rate_ratio(run) -> float:
+    return run.result["tenths"][-1] / run.result["tenths"][0]
+
+
+def _size_ratio(run) -> float:
+    half, end = _total(_halfway(run.result["samples"], run.result["n"])), _total(run.result["samples"][-1])
+    return end / half if half else float("inf")
 
 
 def _run(bench: Bench):
-    f = next((f for f in bench.figures if f.system == "pgjobs" and f.workload == "soak"), None)
-    return f.runs[0] if f and f.ok and f.runs[0].result.get("tenths") else None
+    """The run whose rate ratio is the median (the one the summary shows in full)."""
+    runs = sorted(_runs(bench), key=_rate_ratio)
+    return runs[(len(runs) - 1) // 2] if runs else None
 
 
 def _total(sample: dict) -> int:
@@ -57,28 +79,33 @@ class RateTarget:
         if run is None:
             return {"target": self.name, "result": "SKIP", "why": "no verified soak run"}
         tenths = run.result["tenths"]
-        ratio = tenths[-1] / tenths[0]
+        ratios = [_rate_ratio(r) for r in _runs(bench)]
+        ratio = statistics.median(ratios)
         return {"target": self.name, "ours": tenths[-1], "theirs": tenths[0], "ratio": ratio,
-                "goal": f">= {RATE_GOAL:g}x", "result": "PASS" if ratio >= RATE_GOAL else "FAIL",
-                "line": f"{tenths[-1]:,.0f} jobs/s over the last tenth vs {tenths[0]:,.0f} over the first: "
-                        f"{ratio:.2f}x (tenths: {' '.join(f'{t / 1000:.1f}k' for t in tenths)})"}
+                "goal": f">= {RATE_GOAL:g}x", "result": "PASS" if ratio >= RATE_GOAL else "FAIL", "runs": ratios,
+                "line": f"median of {len(ratios)} run(s) {ratio:.2f}x (runs {' '.join(f'{r:.2f}' for r in ratios)}); "
+                        f"the median run: {tenths[-1]:,.0f} jobs/s over the last tenth vs {tenths[0]:,.0f} over "
+                        f"the first (tenths: {' '.join(f'{t / 1000:.1f}k' for t in tenths)})"}
 
 
 class SizeTarget:
     name = f"soak sizes bounded (end <= {SIZE_GOAL:g}x halfway)"
 
     def evaluate(self, bench: Bench) -> dict:
-        run = _run(bench)
-        if run is None:
+        runs = _runs(bench)
+        if not runs:
             return {"target": self.name, "result": "SKIP", "why": "no verified soak run"}
+        run = max(runs, key=_size_ratio)  # the worst run decides
         samples, n = run.result["samples"], run.result["n"]
         half, end = _total(_halfway(samples, n)), _total(samples[-1])
         peak = max(_total(s) for s in samples)
-        ratio = end / half if half else float("inf")
+        ratio = _size_ratio(run)
         return {"target": self.name, "ours": end, "theirs": half, "ratio": ratio, "goal": f"<= {SIZE_GOAL:g}x",
-                "result": "PASS" if ratio <= SIZE_GOAL else "FAIL",
-                "line": f"jobs table + indexes {end / 2**20:.1f} MB at the end vs {half / 2**20:.1f} MB halfway "
-                        f"({ratio:.2f}x; peak {peak / 2**20:.1f} MB; {run.result['pruned']:,} jobs pruned)"}
+                "result": "PASS" if ratio <= SIZE_GOAL else "FAIL", "runs": [_size_ratio(r) for r in runs],
+                "line": f"worst of {len(runs)} run(s): jobs table + indexes {end / 2**20:.1f} MB at the end vs "
+                        f"{half / 2**20:.1f} MB halfway ({ratio:.2f}x; peak {peak / 2**20:.1f} MB; "
+                        f"{run.result['pruned']:,} jobs pruned; runs "
+                        f"{' '.join(f'{_size_ratio(r):.2f}' for r in runs)})"}
 
 
 TARGETS = (RateTarget(), SizeTarget())
@@ -89,7 +116,10 @@ def summary(bench: Bench) -> list[str]:
     if run is None:
         return []
     res = run.result
-    lines = [f"soak: {res['n']:,} jobs in {res['seconds']:.0f} s ({res['rate']:,.0f} jobs/s), retention keeping "
+    runs = _runs(bench)
+    lines = [f"soak: {len(runs)} run(s); last/first tenth {' '.join(f'{_rate_ratio(r):.2f}' for r in runs)}, "
+             f"end/halfway size {' '.join(f'{_size_ratio(r):.2f}' for r in runs)}; the median run:",
+             f"  {res['n']:,} jobs in {res['seconds']:.0f} s ({res['rate']:,.0f} jobs/s), retention keeping "
              f"{res['keep_seconds']:g} s: {res['pruned']:,} pruned; jobs/s per tenth: "
              + " ".join(f"{t:,.0f}" for t in res["tenths"]),
              "  t (s)   done        live rows   queued    heap MB  indexes MB"]
