@@ -5,7 +5,8 @@ and after it ended."""
 from __future__ import annotations
 
 from benchkit import horizon
-from benchkit.harness import Bench, Config
+from benchkit.harness import Bench, Config, Figure, Run
+from benchkit.verify import Check
 
 N, M = 60, 300
 
@@ -58,3 +59,25 @@ def test_pgjobs_takes_three_pairs_in_alternating_order(bench_db: str) -> None:
         held_first = [h.started < f.started for f, h in zip(free, held)]
         assert held_first == [i % 2 == 1 for i in range(horizon.PGJOBS_PAIRS)]
         assert len(horizon.pair_ratios(bench, "pgjobs", setting)) == horizon.PGJOBS_PAIRS
+
+
+def _pairs(bench: Bench, system: str, ratios: list[float], n: int = 100_000) -> None:
+    ok = [Check("exactly once", True, n, n, 0, 0, 0, "ok")]
+    free = [Run(system, "drain", {}, result={"rate": 1000.0, "n": n}, checks=ok) for _ in ratios]
+    held = [Run(system, "drain", {}, result={"rate": 1000.0 * r, "n": n}, checks=ok) for r in ratios]
+    bench.figures += [Figure(system, "horizon-free-bench", "", free), Figure(system, "horizon-held-bench", "", held)]
+
+
+def test_degrades_least_counts_only_the_shortfall_below_one() -> None:
+    """A held snapshot cannot speed a drain up: ratios above 1 are noise and tie; below 1 they rank."""
+    def verdict(ours: list[float], peer: list[float], peer_n: int = 100_000) -> str:
+        bench = Bench(Config(dsn="", say=lambda line: None))
+        _pairs(bench, "pgjobs", ours)
+        _pairs(bench, "pgqueuer", peer, peer_n)
+        return horizon.LeastTarget("bench").evaluate(bench)["result"]
+
+    assert verdict([0.94, 1.01, 1.16], [1.02, 1.02, 0.67]) == "PASS"  # 1.01 vs 1.02: neither degraded
+    assert verdict([0.95, 0.97, 0.99], [0.99, 1.02, 1.05]) == "FAIL"  # 0.97 degraded, the peer did not
+    assert verdict([0.80], [0.60]) == "PASS"
+    assert verdict([0.60], [0.80]) == "FAIL"
+    assert verdict([0.60], [0.80], peer_n=2_000) == "SKIP"  # only peers at the same N are judged
