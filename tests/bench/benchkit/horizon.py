@@ -40,7 +40,7 @@ HOLDER_TABLE = "bench_horizon_holder"
 HORIZON_N, HORIZON_N_QUICK = 100_000, 20_000
 # pgjobs' pairs per setting whatever their length (--reps when more): its 100,000-job drain at the
 # default takes ~50 s, over the repetition budget, and one pair's ratio moved 0.94-1.49x from run
-# to run. A peer repeats only within the budget (pgqueuer's default pair takes ~11 minutes).
+# to run. A peer repeats only within the budget (pgqueuer's default pair takes 5-11 minutes).
 PGJOBS_PAIRS = 3
 POLL_TARGET_M = 1_000_000  # the issue's idle-poll target is stated at this many jobs
 POLL_TARGET_MS = 1.0
