@@ -95,7 +95,7 @@ class Retention:
             except UNAVAILABLE as exc:
                 retry = min(self.interval, 30.0)
                 faults.failed(exc, retry)
-                self._after, self._size, self._next = None, self.batch, time.monotonic() + retry
+                self._end_pass(retry)
                 if on_fault is not None:
                     await on_fault(exc)
             # Behind (_next is 0): straight on, yielding to the worker's other tasks between turns.
@@ -125,7 +125,7 @@ class Retention:
             raise  # the database cannot prune now: run() logs it and starts a new pass later
         except psycopg.Error as exc:  # never the worker's end: log it, try again in `interval`
             log.warning("retention failed (%s); trying again in %.0fs", exc, self.interval)
-            self._after, self._size, self._next = None, self.batch, time.monotonic() + self.interval
+            self._end_pass(self.interval)
             return deleted
         if deleted:
             log.info("retention: pruned %d job(s) of families finished before %s", deleted,
@@ -134,10 +134,14 @@ class Retention:
         if more:  # the pass goes on at the next maintenance turn, not in `interval`
             self._next = 0.0
         else:
-            self._after, self._size, self._next = None, self.batch, time.monotonic() + self.interval
+            self._end_pass(self.interval)
             if self.vacuum_after and self._unvacuumed >= self.vacuum_after:
                 await self._vacuum(conn)
         return deleted
+
+    def _end_pass(self, wait: float) -> None:
+        """The next pass starts afresh (the first root, scans of `batch`) in `wait` seconds."""
+        self._after, self._size, self._next = None, self.batch, time.monotonic() + wait
 
     async def _vacuum(self, conn: psycopg.AsyncConnection) -> None:
         """Space the pass freed made reusable now, not at autovacuum's next visit (a database is
