@@ -69,6 +69,16 @@ def _complete_params(items: Iterable[Finished]) -> dict[str, Any]:
     return {"ids": ",".join(map(str, ids)), "slots": ",".join(map(str, slots)), "tokens": list(slot_of)}
 
 
+# Statements that find a group's rows by primary key are never prepared (PREPARE_KEYED): each gets
+# a plan for the table as it is now. Prepared, the server may keep one generic plan per session,
+# and growth alone never invalidates it: made while the queue was small (a warm-up, an idle spell)
+# it was a seq scan, and after a burst every 5-job group read the whole table
+# (tests/core/db/test_plans_after_analyze.py; docs/performance.md). complete_jobs, the hot one,
+# is prepared: its function plans with seq scans off (queue migration 0011), since planning it on
+# every call cost ~10 % of a drain at concurrency 10.
+PREPARE_KEYED = False
+
+
 async def _apply(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
     """Fence and record the outcomes of `items`; sets each item's state (None = lease lost)."""
     if all(isinstance(item.outcome, Complete) for item in items):
@@ -77,7 +87,7 @@ async def _apply(conn: psycopg.AsyncConnection, items: list[Finished]) -> None:
         for item in items:
             item.state = "succeeded" if item.job.id in done else None
         return
-    cur = await conn.execute(Q["apply_outcomes"], _params(items))
+    cur = await conn.execute(Q["apply_outcomes"], _params(items), prepare=PREPARE_KEYED)
     states = dict(await cur.fetchall())
     for item in items:
         item.state = states.get(item.job.id)

@@ -150,12 +150,12 @@ class Retention:
         own the table gets a warning from the server and nothing happens."""
         started = time.monotonic()
         try:
-            await conn.execute("VACUUM (SKIP_LOCKED) pgjobs.jobs")
+            await conn.execute("VACUUM (SKIP_LOCKED) pgjobs.jobs_finished")
         except UNAVAILABLE:
             raise
         except psycopg.Error as exc:
-            log.warning("retention: VACUUM pgjobs.jobs failed (%s)", exc)
+            log.warning("retention: VACUUM pgjobs.jobs_finished failed (%s)", exc)
             return
-        log.info("retention: vacuumed pgjobs.jobs after %d job(s) pruned in %.1fs", self._unvacuumed,
+        log.info("retention: vacuumed pgjobs.jobs_finished after %d job(s) pruned in %.1fs", self._unvacuumed,
                  time.monotonic() - started)
         self._unvacuumed = 0

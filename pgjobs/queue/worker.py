@@ -32,7 +32,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from pgjobs.queue import defaults
 from pgjobs.queue.bounded import bounded
-from pgjobs.queue.completer import Finished, GroupCommitter
+from pgjobs.queue.completer import PREPARE_KEYED, Finished, GroupCommitter
 from pgjobs.queue.executor import ErrorHook, Executor
 from pgjobs.queue.faults import UNAVAILABLE, FaultLog, stale_session
 from pgjobs.queue.handoff import OFFER_REFRESH, Handoff
@@ -276,7 +276,7 @@ class Worker(Producer, GroupCommitter):
                                   "lease_seconds": self.lease_seconds}
                         # a row our completer holds: give up this round at once, never wait (see the query)
                         async with bounded(conn, self.timeouts.statement_timeout, lock_timeout=HEARTBEAT_LOCK_WAIT):
-                            cur = await conn.execute(Q["extend_leases"], params)
+                            cur = await conn.execute(Q["extend_leases"], params, prepare=PREPARE_KEYED)
                             alive = {row[0] for row in await cur.fetchall()}
                 faults.ok()
             except errors.LockNotAvailable:

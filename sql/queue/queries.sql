@@ -8,7 +8,7 @@
 WITH new AS (
     SELECT nextval('pgjobs.job_id_seq') AS id
 ), ins AS (
-    INSERT INTO pgjobs.jobs (id, root_id, kind, queue, payload, priority, run_at,
+    INSERT INTO pgjobs.jobs_live (id, root_id, kind, queue, payload, priority, run_at,
                              max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
     SELECT new.id, new.id, %(kind)s, %(queue)s, %(payload)s::jsonb, %(priority)s,
            coalesce(%(run_at)s, now()) + make_interval(secs => %(delay)s),
@@ -19,7 +19,7 @@ WITH new AS (
 )
 SELECT id, root_id, true AS created, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins
 UNION ALL
-SELECT id, root_id, false, false FROM pgjobs.jobs
+SELECT id, root_id, false, false FROM pgjobs.jobs_live
 WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXISTS (SELECT FROM ins);
 
 -- name: enqueue_handoff
@@ -55,7 +55,7 @@ WITH taken AS (
 ), new AS (
     SELECT nextval('pgjobs.job_id_seq') AS id
 ), ins AS (
-    INSERT INTO pgjobs.jobs (id, root_id, kind, queue, payload, priority, max_attempts, backoff_base_ms,
+    INSERT INTO pgjobs.jobs_live (id, root_id, kind, queue, payload, priority, max_attempts, backoff_base_ms,
                              backoff_cap_ms, state, attempt, lease_token, lease_expires_at, attempted_at,
                              worker_id)
     SELECT new.id, new.id, %(kind)s, %(queue)s, %(payload)s::jsonb, %(priority)s, %(max_attempts)s,
@@ -78,7 +78,7 @@ FROM ins LEFT JOIN taken t ON true;
 -- name: enqueue_child
 -- Insert a child of %(parent_id)s: its root comes from the parent row, never from the caller.
 WITH ins AS (
-    INSERT INTO pgjobs.jobs (id, root_id, parent_id, kind, queue, payload, priority, run_at,
+    INSERT INTO pgjobs.jobs_live (id, root_id, parent_id, kind, queue, payload, priority, run_at,
                              max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
     SELECT nextval('pgjobs.job_id_seq'), p.root_id, p.id, %(kind)s, %(queue)s, %(payload)s::jsonb, %(priority)s,
            coalesce(%(run_at)s, now()) + make_interval(secs => %(delay)s),
@@ -90,7 +90,7 @@ WITH ins AS (
 )
 SELECT id, root_id, true AS created, pg_notify('pgjobs', queue) IS NULL AS notified FROM ins
 UNION ALL
-SELECT id, root_id, false, false FROM pgjobs.jobs
+SELECT id, root_id, false, false FROM pgjobs.jobs_live
 WHERE dedupe_key = %(dedupe_key)s AND state IN ('queued', 'running') AND NOT EXISTS (SELECT FROM ins);
 
 -- name: enqueue_children
@@ -105,7 +105,7 @@ WITH rows AS (
     JOIN pgjobs.jobs p ON p.id = r.parent_id
     ORDER BY r.n
 ), ins AS (
-    INSERT INTO pgjobs.jobs (id, root_id, parent_id, kind, queue, payload, priority, run_at,
+    INSERT INTO pgjobs.jobs_live (id, root_id, parent_id, kind, queue, payload, priority, run_at,
                              max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
     SELECT nextval('pgjobs.job_id_seq'), root_id, parent_id, kind, queue, payload, priority,
            coalesce(run_at, now()) + make_interval(secs => delay), max_attempts, backoff_base_ms,
@@ -120,7 +120,7 @@ SELECT count(*) AS inserted, pg_notify('pgjobs', queue) IS NULL AS notified FROM
 -- Bulk load of a group's plain children (no dedupe key, no schedule): the cheapest insert there is.
 -- Each row's root_id is its parent's, taken from the parent's claimed row (a root never changes);
 -- the parent row exists and is locked by this transaction, which has just recorded its outcome.
-COPY pgjobs.jobs (root_id, parent_id, kind, queue, payload, priority, max_attempts, backoff_base_ms, backoff_cap_ms)
+COPY pgjobs.jobs_live (root_id, parent_id, kind, queue, payload, priority, max_attempts, backoff_base_ms, backoff_cap_ms)
 FROM STDIN;
 
 -- name: enqueue_many
@@ -133,7 +133,7 @@ WITH rows AS (
          AS r(kind, queue, payload, priority, run_at, delay, max_attempts, backoff_base_ms, backoff_cap_ms,
               dedupe_key)
 ), ins AS (
-    INSERT INTO pgjobs.jobs (id, root_id, kind, queue, payload, priority, run_at,
+    INSERT INTO pgjobs.jobs_live (id, root_id, kind, queue, payload, priority, run_at,
                              max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key)
     SELECT id, id, kind, queue, payload, priority, coalesce(run_at, now()) + make_interval(secs => delay),
            max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key
@@ -149,7 +149,7 @@ SELECT nextval('pgjobs.job_id_seq') FROM generate_series(1, %(n)s);
 
 -- name: copy_jobs
 -- Bulk load of plain root jobs; run_at, state and the rest take their defaults.
-COPY pgjobs.jobs (id, root_id, kind, queue, payload, priority, max_attempts, backoff_base_ms, backoff_cap_ms)
+COPY pgjobs.jobs_live (id, root_id, kind, queue, payload, priority, max_attempts, backoff_base_ms, backoff_cap_ms)
 FROM STDIN;
 
 -- name: notify_queue
@@ -183,7 +183,7 @@ WITH next AS (
                         AS r(queue, kind, lo_p, lo_r, lo_i, hi_p)
           WHERE NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = r.queue)) AS r
     CROSS JOIN LATERAL (
-        SELECT id, priority, run_at FROM pgjobs.jobs
+        SELECT id, priority, run_at FROM pgjobs.jobs_live
         WHERE state = 'queued' AND queue = r.queue AND kind = r.kind AND run_at <= now()
           AND (priority, run_at, id) >= (r.lo_p, least(r.lo_r, now() - make_interval(secs => %(floor_margin)s)),
                                          CASE WHEN r.lo_r <= now() - make_interval(secs => %(floor_margin)s)
@@ -196,7 +196,7 @@ WITH next AS (
     ORDER BY j.priority, j.run_at, j.id
     LIMIT %(limit)s
 ), claimed AS (
-    UPDATE pgjobs.jobs j
+    UPDATE pgjobs.jobs_live j
     SET state = 'running', attempt = j.attempt + 1, lease_token = %(lease_token)s,
         lease_expires_at = now() + make_interval(secs => %(lease_seconds)s),
         attempted_at = now(), worker_id = %(worker_id)s
@@ -237,42 +237,66 @@ SELECT * FROM claimed;
 -- decremented). A failure caused by an exception or a timeout also stores its traceback in the
 -- attempt's `errors` entry. Returns the rows that still held their lease, with their new state;
 -- the row locks this takes keep rescuer and cancel away until the caller's transaction commits.
-UPDATE pgjobs.jobs j
-SET state = CASE
-        WHEN o.outcome = 'complete' THEN 'succeeded'
-        WHEN o.outcome IN ('snooze', 'hand_back') THEN 'queued'
-        WHEN o.outcome = 'discard' OR j.attempt - j.snoozes >= j.max_attempts THEN 'failed'
-        ELSE 'queued' END::pgjobs.job_state,
-    run_at = CASE WHEN o.outcome IN ('retry', 'snooze', 'hand_back') THEN now() + make_interval(secs => o.delay)
-                  ELSE j.run_at END,
-    attempt = j.attempt - (o.outcome = 'hand_back')::int,
-    finished_at = CASE
-        WHEN o.outcome IN ('complete', 'discard') THEN now()
-        WHEN o.outcome = 'retry' AND j.attempt - j.snoozes >= j.max_attempts THEN now() END,
-    snoozes = j.snoozes + (o.outcome = 'snooze')::int,
-    last_error = CASE WHEN o.outcome = 'complete' THEN j.last_error ELSE o.error END,
-    errors = CASE WHEN o.outcome = 'complete' THEN j.errors
-                  ELSE j.errors || jsonb_build_array(jsonb_build_object(
-                      'attempt', j.attempt, 'at', now(), 'outcome', o.outcome, 'error', o.error)
-                      || CASE WHEN o.traceback IS NULL THEN '{}'::jsonb
-                              ELSE jsonb_build_object('traceback', o.traceback) END) END,
-    lease_token = NULL, lease_expires_at = NULL
-FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delays)b::float8[],
-            %(errors)b::text[], %(tracebacks)b::text[]) AS o(id, token, outcome, delay, error, traceback)
-WHERE j.id = o.id AND j.lease_token = o.token  -- a set lease_token means running (CHECK jobs_lease)
-RETURNING j.id, j.state::text AS state;
+-- A terminal outcome moves the row to jobs_finished (migration 0011); the rest stay in jobs_live.
+-- Both branches read the same snapshot and split the group on the same condition (each unnests
+-- the arrays itself: a shared CTE made the planner hash-join a seq scan of jobs_live).
+WITH ended AS (
+    DELETE FROM pgjobs.jobs_live j
+    USING unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delays)b::float8[],
+                %(errors)b::text[], %(tracebacks)b::text[]) AS o(id, token, outcome, delay, error, traceback)
+    WHERE j.id = o.id AND j.lease_token = o.token  -- a set lease_token means running (CHECK jobs_lease)
+      AND (o.outcome IN ('complete', 'discard')
+           OR (o.outcome NOT IN ('snooze', 'hand_back') AND j.attempt - j.snoozes >= j.max_attempts))
+    RETURNING j.*, o.outcome, o.delay, o.error, o.traceback
+), finished AS (
+    INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
+        attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
+        lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
+    SELECT id, root_id, parent_id, kind, queue, payload,
+           CASE WHEN o.outcome = 'complete' THEN 'succeeded' ELSE 'failed' END::pgjobs.job_state, priority,
+           CASE WHEN o.outcome = 'retry' THEN now() + make_interval(secs => delay) ELSE run_at END,
+           attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, NULL, NULL, worker_id,
+           CASE WHEN o.outcome = 'complete' THEN last_error ELSE error END,
+           CASE WHEN o.outcome = 'complete' THEN errors
+                ELSE errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', attempt, 'at', now(), 'outcome', o.outcome, 'error', error)
+                    || CASE WHEN traceback IS NULL THEN '{}'::jsonb
+                            ELSE jsonb_build_object('traceback', traceback) END) END,
+           created_at, attempted_at, now()
+    FROM ended o
+    RETURNING id, state::text AS state
+), requeued AS (
+    UPDATE pgjobs.jobs_live j
+    SET state = 'queued',
+        run_at = now() + make_interval(secs => o.delay),
+        attempt = j.attempt - (o.outcome = 'hand_back')::int,
+        snoozes = j.snoozes + (o.outcome = 'snooze')::int,
+        last_error = o.error,
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+                     'attempt', j.attempt, 'at', now(), 'outcome', o.outcome, 'error', o.error)
+                     || CASE WHEN o.traceback IS NULL THEN '{}'::jsonb
+                             ELSE jsonb_build_object('traceback', o.traceback) END),
+        lease_token = NULL, lease_expires_at = NULL
+    FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delays)b::float8[],
+                %(errors)b::text[], %(tracebacks)b::text[]) AS o(id, token, outcome, delay, error, traceback)
+    WHERE j.id = o.id AND j.lease_token = o.token
+      AND NOT (o.outcome IN ('complete', 'discard')
+               OR (o.outcome NOT IN ('snooze', 'hand_back') AND j.attempt - j.snoozes >= j.max_attempts))
+    RETURNING j.id, j.state::text AS state
+)
+SELECT id, state FROM finished
+UNION ALL
+SELECT id, state FROM requeued;
 
 -- name: complete_jobs
 -- apply_outcomes for a group whose every outcome is `complete` (the common case), fenced the same
--- way. Its parameters are text: psycopg adapts a list parameter element by element in Python
--- (~1 µs per job and array, measured) while the caller's str.join is ~50x cheaper. %(ids)s is
--- "id,id,…"; %(slots)s gives each job's 1-based index into %(tokens)b, the group's distinct lease
--- tokens (one per claim), so every job is still fenced on its own (id, token) pair.
-UPDATE pgjobs.jobs j
-SET state = 'succeeded', finished_at = now(), lease_token = NULL, lease_expires_at = NULL
-FROM unnest(string_to_array(%(ids)s, ',')::bigint[], string_to_array(%(slots)s, ',')::int[]) AS o(id, slot)
-WHERE j.id = o.id AND j.lease_token = (%(tokens)b::uuid[])[o.slot]  -- running: CHECK jobs_lease
-RETURNING j.id;
+-- way: the function pgjobs.complete_jobs (queue migration 0011, where its statement lives) moves
+-- the group's rows from jobs_live to jobs_finished and returns their ids. Its parameters are text:
+-- psycopg adapts a list parameter element by element in Python (~1 µs per job and array, measured)
+-- while the caller's str.join is ~50x cheaper. %(ids)s is "id,id,…"; %(slots)s gives each job's
+-- 1-based index into %(tokens)b, the group's distinct lease tokens (one per claim), so every job
+-- is still fenced on its own (id, token) pair.
+SELECT id FROM pgjobs.complete_jobs(%(ids)s, %(slots)s, %(tokens)b::uuid[]) AS id;
 
 -- name: extend_leases
 -- Heartbeat: push out the leases this worker still holds; returns the ids still held. The worker
@@ -284,7 +308,7 @@ RETURNING j.id;
 -- running (CHECK jobs_lease), and that predicate let the planner, on statistics taken while the
 -- jobs were queued, walk jobs_running_idx (estimate: 1 row) and re-scan the group's ids once per
 -- running job (tests/core/db/test_plans_after_analyze.py; docs/performance.md).
-UPDATE pgjobs.jobs j
+UPDATE pgjobs.jobs_live j
 SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
 FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[]) AS t(id, token)
 WHERE j.id = t.id AND j.lease_token = t.token
@@ -294,26 +318,48 @@ RETURNING j.id;
 -- Re-queue running jobs whose lease expired (their worker died); the lost run counts as an attempt.
 -- A re-queued job keeps its run_at, so it goes back to its place at the front of the queue, not
 -- behind everything enqueued since (claim floors skip it until the next whole-range claim, which
--- the rescuing worker makes at once: pgjobs.queue.worker).
+-- the rescuing worker makes at once: pgjobs.queue.worker). One that spent its attempts fails, and
+-- moves to jobs_finished.
 WITH expired AS (
-    SELECT id FROM pgjobs.jobs
+    SELECT id FROM pgjobs.jobs_live
     WHERE state = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
+), spent AS (
+    DELETE FROM pgjobs.jobs_live j
+    USING expired
+    WHERE j.id = expired.id AND j.attempt - j.snoozes >= j.max_attempts
+    RETURNING j.*
+), failed AS (
+    INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
+        attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
+        lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
+    SELECT id, root_id, parent_id, kind, queue, payload, 'failed', priority, run_at, attempt, snoozes,
+           max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, NULL, NULL, worker_id,
+           'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating',
+           errors || jsonb_build_array(jsonb_build_object(
+               'attempt', attempt, 'at', now(), 'outcome', 'lease_expired', 'worker', worker_id,
+               'error', 'lease expired at ' || lease_expires_at::text)),
+           created_at, attempted_at, now()
+    FROM spent
+    RETURNING id, root_id, parent_id, kind, queue, payload, attempt, state::text AS state, last_error
+), requeued AS (
+    UPDATE pgjobs.jobs_live j
+    SET state = 'queued',
+        last_error = 'lease expired: worker ' || coalesce(j.worker_id, '?') || ' stopped heartbeating',
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+            'attempt', j.attempt, 'at', now(), 'outcome', 'lease_expired', 'worker', j.worker_id,
+            'error', 'lease expired at ' || j.lease_expires_at::text)),
+        lease_token = NULL, lease_expires_at = NULL
+    FROM expired
+    WHERE j.id = expired.id AND j.attempt - j.snoozes < j.max_attempts
+    RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.attempt, j.state::text AS state,
+              j.last_error
 )
-UPDATE pgjobs.jobs j
-SET state = CASE WHEN j.attempt - j.snoozes >= j.max_attempts THEN 'failed' ELSE 'queued' END::pgjobs.job_state,
-    finished_at = CASE WHEN j.attempt - j.snoozes >= j.max_attempts THEN now() END,
-    last_error = 'lease expired: worker ' || coalesce(j.worker_id, '?') || ' stopped heartbeating',
-    errors = j.errors || jsonb_build_array(jsonb_build_object(
-        'attempt', j.attempt, 'at', now(), 'outcome', 'lease_expired', 'worker', j.worker_id,
-        'error', 'lease expired at ' || j.lease_expires_at::text)),
-    lease_token = NULL, lease_expires_at = NULL
-FROM expired
-WHERE j.id = expired.id
-RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.attempt, j.state::text AS state,
-          j.last_error;
+SELECT * FROM failed
+UNION ALL
+SELECT * FROM requeued;
 
 -- name: upsert_worker
 -- A worker's row in pgjobs.workers: written at start, and again by every heartbeat (busy or idle),
@@ -333,7 +379,7 @@ DELETE FROM pgjobs.waiters WHERE worker_id = %(worker_id)s;
 -- name: hand_back_orphans
 -- After its listener closed: jobs handed to this worker whose notification it never acted on go
 -- back to the queue, their run undone (no handler started them).
-UPDATE pgjobs.jobs
+UPDATE pgjobs.jobs_live
 SET state = 'queued', attempt = attempt - 1, lease_token = NULL, lease_expires_at = NULL, run_at = now()
 WHERE worker_id = %(worker_id)s AND state = 'running' AND id <> ALL (%(held)b::bigint[])
 RETURNING id;
@@ -358,13 +404,13 @@ SELECT 'pgjobs' = ANY (ARRAY(SELECT pg_listening_channels())) AS listening;
 -- For --burst: is anything in these queues running (it may spawn more), or runnable by this worker
 -- now (or later, with %(scheduled)s): one of its %(kinds)s, in a queue that is not paused?
 SELECT EXISTS (
-    SELECT FROM pgjobs.jobs
+    SELECT FROM pgjobs.jobs_live
     WHERE queue = ANY(%(queues)b::text[]) AND state = 'running'
 ) OR EXISTS (
-    SELECT FROM pgjobs.jobs
+    SELECT FROM pgjobs.jobs_live
     WHERE queue = ANY(%(queues)b::text[]) AND kind = ANY(%(kinds)b::text[]) AND state = 'queued'
       AND (run_at <= now() OR %(scheduled)s)
-      AND NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = jobs.queue)
+      AND NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = jobs_live.queue)
 ) AS pending;
 
 -- name: next_run_at
@@ -377,7 +423,7 @@ FROM (SELECT * FROM unnest(%(r_queues)b::text[], %(r_kinds)b::text[], %(lo_prior
                     AS r(queue, kind, lo_p, lo_r, lo_i, hi_p)
       WHERE NOT EXISTS (SELECT FROM pgjobs.queue_pauses p WHERE p.queue = r.queue)) AS r
 CROSS JOIN LATERAL (
-    SELECT min(run_at) AS run_at FROM pgjobs.jobs
+    SELECT min(run_at) AS run_at FROM pgjobs.jobs_live
     WHERE state = 'queued' AND queue = r.queue AND kind = r.kind
       AND (priority, run_at, id) >= (r.lo_p, least(r.lo_r, now() - make_interval(secs => %(floor_margin)s)),
                                      CASE WHEN r.lo_r <= now() - make_interval(secs => %(floor_margin)s)
@@ -386,28 +432,48 @@ CROSS JOIN LATERAL (
 ) AS m;
 
 -- name: cancel_job
--- Cancel one unfinished job. A running one loses its lease, so its worker can no longer commit.
-UPDATE pgjobs.jobs
-SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
-    last_error = %(reason)s
-WHERE id = %(id)s AND state IN ('queued', 'running')
+-- Cancel one unfinished job (every row of jobs_live is one). A running one loses its lease, so its
+-- worker can no longer commit.
+WITH gone AS (
+    DELETE FROM pgjobs.jobs_live WHERE id = %(id)s RETURNING *
+)
+INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
+    attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
+    lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
+SELECT id, root_id, parent_id, kind, queue, payload, 'cancelled', priority, run_at, attempt, snoozes, max_attempts,
+       backoff_base_ms, backoff_cap_ms, dedupe_key, NULL, NULL, worker_id, %(reason)s, errors, created_at,
+       attempted_at, now()
+FROM gone
 RETURNING id;
 
 -- name: cancel_family
 -- Cancel every unfinished job of a root's family (the root included).
-UPDATE pgjobs.jobs
-SET state = 'cancelled', finished_at = now(), lease_token = NULL, lease_expires_at = NULL,
-    last_error = %(reason)s
-WHERE root_id = %(root_id)s AND state IN ('queued', 'running')
+WITH gone AS (
+    DELETE FROM pgjobs.jobs_live WHERE root_id = %(root_id)s RETURNING *
+)
+INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
+    attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
+    lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
+SELECT id, root_id, parent_id, kind, queue, payload, 'cancelled', priority, run_at, attempt, snoozes, max_attempts,
+       backoff_base_ms, backoff_cap_ms, dedupe_key, NULL, NULL, worker_id, %(reason)s, errors, created_at,
+       attempted_at, now()
+FROM gone
 RETURNING id;
 
 -- name: retry_job
 -- Operator retry of a finished job: runnable now, with one more attempt if it had spent them all;
 -- last_error says who retried it and when (as a cancel's does; each attempt's error stays in errors).
-UPDATE pgjobs.jobs
-SET state = 'queued', run_at = now(), finished_at = NULL, last_error = %(reason)s,
-    max_attempts = greatest(max_attempts, attempt - snoozes + 1)
-WHERE id = %(id)s AND state IN ('failed', 'cancelled', 'succeeded')
+-- The row moves back to jobs_live.
+WITH back AS (
+    DELETE FROM pgjobs.jobs_finished WHERE id = %(id)s RETURNING *
+)
+INSERT INTO pgjobs.jobs_live (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
+    attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
+    lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
+SELECT id, root_id, parent_id, kind, queue, payload, 'queued', priority, now(), attempt, snoozes,
+       greatest(max_attempts, attempt - snoozes + 1), backoff_base_ms, backoff_cap_ms, dedupe_key, NULL, NULL,
+       worker_id, %(reason)s, errors, created_at, attempted_at, NULL
+FROM back
 RETURNING id, queue;
 
 -- name: prune_scan

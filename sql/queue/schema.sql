@@ -10,6 +10,33 @@ CREATE TYPE pgjobs.job_state AS ENUM (
     'cancelled'
 );
 
+CREATE FUNCTION pgjobs.complete_jobs(p_ids text, p_slots text, p_tokens uuid[]) RETURNS SETOF bigint
+    LANGUAGE plpgsql
+    SET enable_seqscan TO 'off'
+    SET enable_hashjoin TO 'off'
+    SET enable_mergejoin TO 'off'
+    AS $$
+BEGIN
+    RETURN QUERY
+    WITH done AS (
+        DELETE FROM pgjobs.jobs_live j
+        USING unnest(string_to_array(p_ids, ',')::bigint[], string_to_array(p_slots, ',')::int[]) AS o(id, slot)
+        WHERE j.id = o.id AND j.lease_token = p_tokens[o.slot]  -- running: CHECK jobs_lease
+        RETURNING j.*
+    ), finished AS (
+        INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
+            attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
+            lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
+        SELECT d.id, d.root_id, d.parent_id, d.kind, d.queue, d.payload, 'succeeded', d.priority, d.run_at,
+               d.attempt, d.snoozes, d.max_attempts, d.backoff_base_ms, d.backoff_cap_ms, d.dedupe_key, NULL, NULL,
+               d.worker_id, d.last_error, d.errors, d.created_at, d.attempted_at, now()
+        FROM done d
+        RETURNING jobs_finished.id
+    )
+    SELECT f.id FROM finished f;
+END
+$$;
+
 CREATE TABLE pgjobs.jobs (
     id bigint NOT NULL,
     root_id bigint NOT NULL,
@@ -42,7 +69,7 @@ CREATE TABLE pgjobs.jobs (
     CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_queue_check CHECK ((queue <> ''::text))
 )
-WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0', fillfactor='90');
+PARTITION BY LIST (state);
 
 CREATE SEQUENCE pgjobs.job_id_seq
     START WITH 1
@@ -52,6 +79,74 @@ CREATE SEQUENCE pgjobs.job_id_seq
     CACHE 1;
 
 ALTER SEQUENCE pgjobs.job_id_seq OWNED BY pgjobs.jobs.id;
+
+CREATE TABLE pgjobs.jobs_finished (
+    id bigint DEFAULT nextval('pgjobs.job_id_seq'::regclass) CONSTRAINT jobs_id_not_null NOT NULL,
+    root_id bigint CONSTRAINT jobs_root_id_not_null NOT NULL,
+    parent_id bigint,
+    kind text CONSTRAINT jobs_kind_not_null NOT NULL,
+    queue text DEFAULT 'default'::text CONSTRAINT jobs_queue_not_null NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb CONSTRAINT jobs_payload_not_null NOT NULL,
+    state pgjobs.job_state DEFAULT 'queued'::pgjobs.job_state CONSTRAINT jobs_state_not_null NOT NULL,
+    priority integer DEFAULT 0 CONSTRAINT jobs_priority_not_null NOT NULL,
+    run_at timestamp with time zone DEFAULT now() CONSTRAINT jobs_run_at_not_null NOT NULL,
+    attempt integer DEFAULT 0 CONSTRAINT jobs_attempt_not_null NOT NULL,
+    snoozes integer DEFAULT 0 CONSTRAINT jobs_snoozes_not_null NOT NULL,
+    max_attempts integer DEFAULT 3 CONSTRAINT jobs_max_attempts_not_null NOT NULL,
+    backoff_base_ms integer DEFAULT 2000 CONSTRAINT jobs_backoff_base_ms_not_null NOT NULL,
+    backoff_cap_ms integer DEFAULT 600000 CONSTRAINT jobs_backoff_cap_ms_not_null NOT NULL,
+    dedupe_key text,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    worker_id text,
+    last_error text,
+    errors jsonb DEFAULT '[]'::jsonb CONSTRAINT jobs_errors_not_null NOT NULL,
+    created_at timestamp with time zone DEFAULT now() CONSTRAINT jobs_created_at_not_null NOT NULL,
+    attempted_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    CONSTRAINT jobs_backoff_base_ms_check CHECK ((backoff_base_ms >= 0)),
+    CONSTRAINT jobs_backoff_cap_ms_check CHECK ((backoff_cap_ms >= 0)),
+    CONSTRAINT jobs_kind_check CHECK ((kind <> ''::text)),
+    CONSTRAINT jobs_lease CHECK (((state = 'running'::pgjobs.job_state) = ((lease_token IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
+    CONSTRAINT jobs_lineage CHECK ((((parent_id IS NULL) AND (root_id = id)) OR ((parent_id IS NOT NULL) AND (root_id <> id)))),
+    CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT jobs_queue_check CHECK ((queue <> ''::text))
+)
+WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0', fillfactor='100');
+
+CREATE TABLE pgjobs.jobs_live (
+    id bigint DEFAULT nextval('pgjobs.job_id_seq'::regclass) CONSTRAINT jobs_id_not_null NOT NULL,
+    root_id bigint CONSTRAINT jobs_root_id_not_null NOT NULL,
+    parent_id bigint,
+    kind text CONSTRAINT jobs_kind_not_null NOT NULL,
+    queue text DEFAULT 'default'::text CONSTRAINT jobs_queue_not_null NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb CONSTRAINT jobs_payload_not_null NOT NULL,
+    state pgjobs.job_state DEFAULT 'queued'::pgjobs.job_state CONSTRAINT jobs_state_not_null NOT NULL,
+    priority integer DEFAULT 0 CONSTRAINT jobs_priority_not_null NOT NULL,
+    run_at timestamp with time zone DEFAULT now() CONSTRAINT jobs_run_at_not_null NOT NULL,
+    attempt integer DEFAULT 0 CONSTRAINT jobs_attempt_not_null NOT NULL,
+    snoozes integer DEFAULT 0 CONSTRAINT jobs_snoozes_not_null NOT NULL,
+    max_attempts integer DEFAULT 3 CONSTRAINT jobs_max_attempts_not_null NOT NULL,
+    backoff_base_ms integer DEFAULT 2000 CONSTRAINT jobs_backoff_base_ms_not_null NOT NULL,
+    backoff_cap_ms integer DEFAULT 600000 CONSTRAINT jobs_backoff_cap_ms_not_null NOT NULL,
+    dedupe_key text,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    worker_id text,
+    last_error text,
+    errors jsonb DEFAULT '[]'::jsonb CONSTRAINT jobs_errors_not_null NOT NULL,
+    created_at timestamp with time zone DEFAULT now() CONSTRAINT jobs_created_at_not_null NOT NULL,
+    attempted_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    CONSTRAINT jobs_backoff_base_ms_check CHECK ((backoff_base_ms >= 0)),
+    CONSTRAINT jobs_backoff_cap_ms_check CHECK ((backoff_cap_ms >= 0)),
+    CONSTRAINT jobs_kind_check CHECK ((kind <> ''::text)),
+    CONSTRAINT jobs_lease CHECK (((state = 'running'::pgjobs.job_state) = ((lease_token IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
+    CONSTRAINT jobs_lineage CHECK ((((parent_id IS NULL) AND (root_id = id)) OR ((parent_id IS NOT NULL) AND (root_id <> id)))),
+    CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT jobs_queue_check CHECK ((queue <> ''::text))
+)
+WITH (fillfactor='90', autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0');
 
 CREATE TABLE pgjobs.migrations (
     component text NOT NULL,
@@ -122,10 +217,17 @@ CREATE TABLE pgjobs.workers (
     CONSTRAINT workers_concurrency_check CHECK ((concurrency >= 1))
 );
 
+ALTER TABLE ONLY pgjobs.jobs ATTACH PARTITION pgjobs.jobs_finished FOR VALUES IN ('succeeded', 'failed', 'cancelled');
+
+ALTER TABLE ONLY pgjobs.jobs ATTACH PARTITION pgjobs.jobs_live FOR VALUES IN ('queued', 'running');
+
 ALTER TABLE ONLY pgjobs.jobs ALTER COLUMN id SET DEFAULT nextval('pgjobs.job_id_seq'::regclass);
 
-ALTER TABLE ONLY pgjobs.jobs
-    ADD CONSTRAINT jobs_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgjobs.jobs_finished
+    ADD CONSTRAINT jobs_finished_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY pgjobs.jobs_live
+    ADD CONSTRAINT jobs_live_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY pgjobs.migrations
     ADD CONSTRAINT migrations_pkey PRIMARY KEY (component, version);
@@ -148,16 +250,24 @@ ALTER TABLE ONLY pgjobs.waiters
 ALTER TABLE ONLY pgjobs.workers
     ADD CONSTRAINT workers_pkey PRIMARY KEY (worker_id);
 
-CREATE INDEX jobs_claim_idx ON pgjobs.jobs USING btree (queue, kind, priority, run_at, id) WHERE (state = 'queued'::pgjobs.job_state);
+CREATE INDEX jobs_claim_idx ON pgjobs.jobs_live USING btree (queue, kind, priority, run_at, id) WHERE (state = 'queued'::pgjobs.job_state);
 
-CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
+CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs_live USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
 
-CREATE INDEX jobs_failed_idx ON pgjobs.jobs USING btree (id) WHERE (state = ANY (ARRAY['failed'::pgjobs.job_state, 'cancelled'::pgjobs.job_state]));
+CREATE INDEX jobs_failed_idx ON pgjobs.jobs_finished USING btree (id) WHERE (state = ANY (ARRAY['failed'::pgjobs.job_state, 'cancelled'::pgjobs.job_state]));
 
-CREATE INDEX jobs_finished_idx ON pgjobs.jobs USING btree (finished_at) INCLUDE (state) WHERE (state = ANY (ARRAY['succeeded'::pgjobs.job_state, 'failed'::pgjobs.job_state]));
+CREATE INDEX jobs_finished_at_idx ON pgjobs.jobs_finished USING btree (finished_at) INCLUDE (state) WHERE (state = ANY (ARRAY['succeeded'::pgjobs.job_state, 'failed'::pgjobs.job_state]));
 
-CREATE INDEX jobs_root_idx ON pgjobs.jobs USING btree (root_id);
+CREATE INDEX jobs_root_idx ON ONLY pgjobs.jobs USING btree (root_id);
 
-CREATE INDEX jobs_running_idx ON pgjobs.jobs USING btree (worker_id) WHERE (state = 'running'::pgjobs.job_state);
+CREATE INDEX jobs_finished_root_idx ON pgjobs.jobs_finished USING btree (root_id);
 
-CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs;
+CREATE INDEX jobs_live_root_idx ON pgjobs.jobs_live USING btree (root_id);
+
+CREATE INDEX jobs_running_idx ON pgjobs.jobs_live USING btree (worker_id) WHERE (state = 'running'::pgjobs.job_state);
+
+ALTER INDEX pgjobs.jobs_root_idx ATTACH PARTITION pgjobs.jobs_finished_root_idx;
+
+ALTER INDEX pgjobs.jobs_root_idx ATTACH PARTITION pgjobs.jobs_live_root_idx;
+
+CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs_live;

@@ -49,13 +49,13 @@ def setup(dsn: str) -> None:
             conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
     migrations.migrate(dsn)
     with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute("ALTER TABLE pgjobs.jobs SET (autovacuum_enabled = false)")
+        conn.execute("ALTER TABLE pgjobs.jobs_live SET (autovacuum_enabled = false)")
 
 
 def fill(dsn: str, n: int, analyzed: bool) -> None:
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("TRUNCATE pgjobs.jobs")
-        conn.execute("DELETE FROM pg_statistic WHERE starelid = 'pgjobs.jobs'::regclass")
+        conn.execute("DELETE FROM pg_statistic WHERE starelid = 'pgjobs.jobs_live'::regclass")
         conn.execute("VACUUM pgjobs.jobs")  # same for both: only the statistics differ
         conn.autocommit = False
         enqueue_many(conn, (JobSpec(kind="noop", payload={"seq": i}) for i in range(n)))
@@ -65,7 +65,7 @@ def fill(dsn: str, n: int, analyzed: bool) -> None:
             conn.execute("VACUUM ANALYZE pgjobs.jobs")
         else:
             conn.execute("VACUUM pgjobs.jobs")
-            conn.execute("DELETE FROM pg_statistic WHERE starelid = 'pgjobs.jobs'::regclass")
+            conn.execute("DELETE FROM pg_statistic WHERE starelid = 'pgjobs.jobs_live'::regclass")
 
 
 class ServerCpu:

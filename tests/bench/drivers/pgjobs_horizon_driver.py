@@ -125,8 +125,8 @@ def poll(dsn: str, m: int, runs: int, concurrency: int) -> dict:
         held = time_claims(dsn, runs, ranges)
         full = time_claims(dsn, max(20, runs // 10), full_ranges(["default"], ["noop"]))
         with psycopg.connect(dsn, autocommit=True) as conn:
-            dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs'::regclass"
-                                ).fetchone()
+            dead = conn.execute("SELECT n_dead_tup FROM pg_stat_user_tables"
+                                " WHERE relid = 'pgjobs.jobs_live'::regclass").fetchone()
     finally:
         snapshot.release()
     with psycopg.connect(dsn, autocommit=True) as conn:

@@ -29,9 +29,12 @@ from protocol import emit, parse_args
 CHUNK = 20_000
 BACKLOG = 40_000
 SAMPLES = 40
-SIZES = """SELECT pg_relation_size('pgjobs.jobs'), pg_indexes_size('pgjobs.jobs'),
-                  (SELECT n_live_tup FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs'::regclass),
-                  (SELECT count(*) FROM pgjobs.jobs WHERE state = 'queued')"""
+# pgjobs.jobs is partitioned (jobs_live, jobs_finished: queue migration 0011): sizes are its partitions'.
+SIZES = """SELECT sum(pg_relation_size(t)), sum(pg_indexes_size(t)),
+                  (SELECT sum(n_live_tup) FROM pg_stat_user_tables WHERE relid IN ('pgjobs.jobs_live'::regclass,
+                                                                                  'pgjobs.jobs_finished'::regclass)),
+                  (SELECT count(*) FROM pgjobs.jobs_live WHERE state = 'queued')
+           FROM unnest(ARRAY['pgjobs.jobs_live'::regclass, 'pgjobs.jobs_finished'::regclass]) AS t"""
 
 
 async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float = 1.0, batch: int = 0) -> dict:

@@ -72,7 +72,7 @@ def _nodes(plan: dict):
         yield from _nodes(child)
 
 
-def _assert_keyed(plans: list[dict]) -> None:
+def _assert_keyed(plans: list[dict], group: int) -> None:
     """Rows found by primary key, the group's unnest run once: never per running job."""
     for report in plans:
         nodes = list(_nodes(report["Plan"]))
@@ -81,8 +81,9 @@ def _assert_keyed(plans: list[dict]) -> None:
         for scan in scans:
             assert scan["Actual Loops"] == 1, json.dumps(report["Plan"])[:2000]
         assert not [n for n in nodes if n.get("Index Name") == "jobs_running_idx"], json.dumps(report["Plan"])[:2000]
-        # every row met is a match: no join compares each id with every other (n x m)
-        assert sum(n.get("Rows Removed by Join Filter", 0) for n in nodes) == 0, json.dumps(report["Plan"])[:2000]
+        # no join compares each id with every other (n x m): a row met is a match, or (apply_outcomes,
+        # whose two branches split the group) left once to the other branch
+        assert sum(n.get("Rows Removed by Join Filter", 0) for n in nodes) <= group, json.dumps(report["Plan"])[:2000]
 
 
 class _Done:
@@ -101,7 +102,7 @@ def test_completion_plans_stay_keyed_after_analyze(analyzed, mode):
     items = [_Done(i, token, Complete()) for i in ids[:GROUP]]
     plans, rows = _plans(dsn, mode, Q["complete_jobs"], _complete_params(items))
     assert rows == GROUP
-    _assert_keyed(plans)
+    _assert_keyed(plans, GROUP)
 
 
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
@@ -112,7 +113,7 @@ def test_outcome_plans_stay_keyed_after_analyze(analyzed, mode):
     items = [_Done(i, token, Retry("boom", delay=1.0)) for i in ids[:GROUP]]
     plans, rows = _plans(dsn, mode, Q["apply_outcomes"], _params(items))
     assert rows == GROUP
-    _assert_keyed(plans)
+    _assert_keyed(plans, GROUP)
 
 
 @pytest.mark.parametrize("mode", ["force_custom_plan", "force_generic_plan"])
@@ -121,4 +122,55 @@ def test_heartbeat_plans_stay_keyed_after_analyze(analyzed, mode):
     plans, rows = _plans(dsn, mode, Q["extend_leases"], {"ids": ids, "tokens": [token] * len(ids),
                                                           "lease_seconds": 30})
     assert rows == RUNNING
-    _assert_keyed(plans)
+    _assert_keyed(plans, RUNNING)
+
+
+async def test_completion_planned_on_a_small_table_stays_keyed_once_it_grows(fresh_dsn):
+    """A plan cached while the queue was small must not scan it once it is big. psycopg prepares a
+    statement on its 5th run and the server may then keep one generic plan for the session; growth
+    alone never invalidates it (only ANALYZE, VACUUM or DDL on the table do). Planned on 200 rows
+    (5 pages), complete_jobs' generic plan was a hash join over a seq scan of the table, and after
+    a burst of 20,000 jobs each 5-job group read all of it: 5-7 ms per group, a drain at
+    concurrency 10 at ~1/3 of its speed until autovacuum next touched the table."""
+    from pgjobs.queue import Complete
+    from pgjobs.queue.completer import Finished, write_outcomes
+    from pgjobs.queue.jobs import Job
+
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        conn.execute("ALTER TABLE pgjobs.jobs_live SET (autovacuum_enabled = false)")  # no ANALYZE mid-test
+        enqueue_many(conn, (JobSpec(kind="noop") for _ in range(200)))
+        conn.execute("VACUUM ANALYZE pgjobs.jobs_live")
+
+    def claimed(conn: psycopg.Connection, n: int) -> list[Finished]:
+        token = uuid.uuid4()
+        jobs = [Job(id=i, root_id=i, parent_id=None, kind="noop", queue="default", payload_json="{}", priority=0,
+                    run_at=None, attempt=1, snoozes=0, max_attempts=3, backoff_base_ms=0, backoff_cap_ms=0,
+                    dedupe_key=None, lease_token=token) for i in _claim(conn, token, n)]
+        assert len(jobs) == n
+        return [Finished(job, Complete(), 0.0) for job in jobs]
+
+    plans: list[dict] = []
+    with psycopg.connect(fresh_dsn, autocommit=True) as sync:
+        async with await psycopg.AsyncConnection.connect(fresh_dsn) as conn:  # the completer's default prepare
+            # What the server chose on its own in the history drain (auto mode, after 5 custom
+            # plans, on costs of the moment); forced so the test does not hang on cost estimates.
+            await conn.execute("SET plan_cache_mode = force_generic_plan")
+            await conn.commit()
+            for _ in range(10):  # well past psycopg's prepare and the server's 5 custom plans
+                await write_outcomes(conn, claimed(sync, 5))
+            with sync.transaction():
+                enqueue_many(sync, (JobSpec(kind="noop") for _ in range(20_000)))
+            conn.add_notice_handler(lambda d: plans.append(json.loads(d.message_primary.split("plan:", 1)[1])))
+            await conn.execute("LOAD 'auto_explain'")
+            for setting in ("log_min_duration = 0", "log_nested_statements = on", "log_format = json",
+                            "log_level = notice"):
+                await conn.execute(f"SET auto_explain.{setting}")
+            await conn.commit()
+            plans.clear()
+            items = await write_outcomes(conn, claimed(sync, 5))
+    assert [item.state for item in items] == ["succeeded"] * 5
+    live = [n for report in plans for n in _nodes(report["Plan"]) if n.get("Relation Name") == "jobs_live"
+            and n["Node Type"] != "ModifyTable"]
+    assert live, [report["Plan"]["Node Type"] for report in plans]
+    for node in live:
+        assert node["Node Type"] == "Index Scan" and node["Index Name"] == "jobs_live_pkey", json.dumps(node)[:2000]

@@ -1,5 +1,5 @@
 """The jobs table's storage (queue migration 0008, pgjobs.queue.retention): heartbeats
-are HOT updates, the rescuer and hand-backs find running jobs through jobs_running_idx, and
+are HOT updates (jobs_live, migration 0011), the rescuer and hand-backs find running jobs through jobs_running_idx, and
 retention prunes whole old families in bounded batches while leaving everything else alone."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def _claim_all(conn: psycopg.Connection, token: uuid.UUID) -> list[int]:
 def _heartbeat_rounds(conn: psycopg.Connection, ids: list[int], token: uuid.UUID, rounds: int) -> list[int]:
     """HOT updates per round of heartbeats (each round one extend_leases of every id)."""
     stats = ("SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_xact_user_tables"
-             " WHERE relid = 'pgjobs.jobs'::regclass")
+             " WHERE relid = 'pgjobs.jobs_live'::regclass")
     hot = []
     for _ in range(rounds):
         with conn.transaction():
@@ -51,7 +51,7 @@ def test_heartbeats_are_hot_updates(fresh_dsn):
         hot = _heartbeat_rounds(conn, ids, token, 6)
         assert hot[-1] == 100 and sum(hot) >= 300, hot
         # The index migration 0008 dropped named lease_expires_at: with it no heartbeat is HOT.
-        conn.execute("CREATE INDEX jobs_lease_idx ON pgjobs.jobs (lease_expires_at) WHERE state = 'running'")
+        conn.execute("CREATE INDEX jobs_lease_idx ON pgjobs.jobs_live (lease_expires_at) WHERE state = 'running'")
         assert _heartbeat_rounds(conn, ids, token, 3) == [0, 0, 0]
 
 
@@ -98,7 +98,7 @@ async def test_retention_prunes_old_families_in_bounded_batches_and_keeps_the_re
 async def test_retention_behind_doubles_its_scans_then_vacuums_once_caught_up(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         old = [_family(conn, 10) for _ in range(20)]
-        vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs'::regclass"
+        vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs_finished'::regclass"
         before = conn.execute(vacuums).fetchone()[0]
     async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as aconn:
         retention = Retention(7, interval=3600, batch=2, max_batches=3, max_batch=8, vacuum_after=50)
