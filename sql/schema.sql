@@ -504,7 +504,7 @@ ALTER INDEX pgjobs.jobs_root_idx ATTACH PARTITION pgjobs.jobs_finished_root_idx;
 
 ALTER INDEX pgjobs.jobs_root_idx ATTACH PARTITION pgjobs.jobs_live_root_idx;
 
-CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs_live;
+CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs_finished;
 
 ALTER TABLE ONLY public.album_artist
     ADD CONSTRAINT album_artist_album_id_fkey FOREIGN KEY (album_id) REFERENCES public.album(id) ON DELETE CASCADE;

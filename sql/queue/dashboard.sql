@@ -9,24 +9,25 @@ UNION ALL
 SELECT queue, 'running', count(*) FROM pgjobs.jobs WHERE state = 'running' GROUP BY queue;
 
 -- name: counts_capped
--- Jobs by queue and state among the newest %(cap)s ids: exact while the table is smaller than
--- the cap (the overview uses it only then, or when the estimate below is not readable).
+-- Finished jobs by queue and state among the newest %(cap)s ids: exact while jobs_finished is
+-- smaller than the cap (the overview uses it only then, or when the estimate below is not readable).
 SELECT queue, state::text AS state, count(*) AS n
-FROM (SELECT queue, state FROM pgjobs.jobs ORDER BY id DESC LIMIT %(cap)s) j
+FROM (SELECT queue, state FROM pgjobs.jobs_finished ORDER BY id DESC LIMIT %(cap)s) j
 GROUP BY queue, state;
 
 -- name: table_rows
--- The table's row estimate (kept by VACUUM/ANALYZE): no count.
-SELECT greatest(c.reltuples, 0)::bigint AS n FROM pg_class c WHERE c.oid = 'pgjobs.jobs'::regclass;
+-- jobs_finished's row estimate (kept by VACUUM/ANALYZE; autovacuum never analyzes a partitioned
+-- table's parent): no count.
+SELECT greatest(c.reltuples, 0)::bigint AS n FROM pg_class c WHERE c.oid = 'pgjobs.jobs_finished'::regclass;
 
 -- name: counts_estimated
--- Jobs by queue and state, estimated: the (queue, state) pairs ANALYZE found most common
+-- Finished jobs by queue and state, estimated: the (queue, state) pairs ANALYZE found most common
 -- (statistics pgjobs.jobs_queue_state, queue migration 0009) with their frequencies; the overview
 -- multiplies them by the row estimate. pg_stats_ext shows them to the table's owner only: no row
 -- for anyone else (the overview then counts the newest jobs instead).
 SELECT s.attnames, s.most_common_vals AS vals, s.most_common_freqs AS freqs
 FROM pg_stats_ext s
-WHERE s.schemaname = 'pgjobs' AND s.tablename = 'jobs' AND s.statistics_name = 'jobs_queue_state'
+WHERE s.schemaname = 'pgjobs' AND s.tablename = 'jobs_finished' AND s.statistics_name = 'jobs_queue_state'
   AND s.most_common_vals IS NOT NULL;
 
 -- name: oldest_runnable

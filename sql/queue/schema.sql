@@ -270,4 +270,4 @@ ALTER INDEX pgjobs.jobs_root_idx ATTACH PARTITION pgjobs.jobs_finished_root_idx;
 
 ALTER INDEX pgjobs.jobs_root_idx ATTACH PARTITION pgjobs.jobs_live_root_idx;
 
-CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs_live;
+CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs_finished;

@@ -18,7 +18,8 @@
 --
 -- The upgrade keeps every row in place: the old table becomes jobs_finished (no rewrite of its
 -- history), its queued and running rows move to jobs_live, and views on pgjobs.jobs are pointed at
--- the new pgjobs.jobs.
+-- the new pgjobs.jobs. The statistics jobs_queue_state (the dashboard's estimated counts of
+-- finished jobs, migration 0009) stay with the old table: they now describe jobs_finished.
 LOCK TABLE pgjobs.jobs IN ACCESS EXCLUSIVE MODE;
 
 CREATE TEMP TABLE pgjobs_0011_views ON COMMIT DROP AS
@@ -35,7 +36,6 @@ ALTER INDEX pgjobs.jobs_finished_idx RENAME TO jobs_finished_at_idx;
 ALTER INDEX pgjobs.jobs_claim_idx RENAME TO jobs_claim_idx_0011;
 ALTER INDEX pgjobs.jobs_dedupe_key_idx RENAME TO jobs_dedupe_key_idx_0011;
 ALTER INDEX pgjobs.jobs_running_idx RENAME TO jobs_running_idx_0011;
-DROP STATISTICS pgjobs.jobs_queue_state;
 
 CREATE TABLE pgjobs.jobs (LIKE pgjobs.jobs_finished INCLUDING DEFAULTS INCLUDING CONSTRAINTS)
     PARTITION BY LIST (state);
@@ -49,7 +49,6 @@ CREATE INDEX jobs_claim_idx ON pgjobs.jobs_live (queue, kind, priority, run_at, 
 CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs_live (dedupe_key)
     WHERE dedupe_key IS NOT NULL AND state IN ('queued', 'running');
 CREATE INDEX jobs_running_idx ON pgjobs.jobs_live (worker_id) WHERE state = 'running';
-CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs_live;
 
 WITH moved AS (DELETE FROM pgjobs.jobs_finished WHERE state IN ('queued', 'running') RETURNING *)
 INSERT INTO pgjobs.jobs_live SELECT * FROM moved;
