@@ -30,8 +30,8 @@ CHUNK = 20_000
 BACKLOG = 40_000
 SAMPLES = 40
 # pgjobs.jobs is partitioned (jobs_live, jobs_finished: queue migration 0011): sizes are its partitions'.
-SIZES = """SELECT sum(pg_relation_size(t)), sum(pg_indexes_size(t)),
-                  (SELECT sum(n_live_tup) FROM pg_stat_user_tables WHERE relid IN ('pgjobs.jobs_live'::regclass,
+SIZES = """SELECT sum(pg_relation_size(t))::bigint, sum(pg_indexes_size(t))::bigint,
+                  (SELECT sum(n_live_tup)::bigint FROM pg_stat_user_tables WHERE relid IN ('pgjobs.jobs_live'::regclass,
                                                                                   'pgjobs.jobs_finished'::regclass)),
                   (SELECT count(*) FROM pgjobs.jobs_live WHERE state = 'queued')
            FROM unnest(ARRAY['pgjobs.jobs_live'::regclass, 'pgjobs.jobs_finished'::regclass]) AS t"""
