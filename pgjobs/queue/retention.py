@@ -147,15 +147,18 @@ class Retention:
         """Space the pass freed made reusable now, not at autovacuum's next visit (a database is
         visited once a minute: autovacuum_naptime): inserts otherwise extend the table meanwhile.
         SKIP_LOCKED: never waits for autovacuum or another worker's VACUUM; a role that does not
-        own the table gets a warning from the server and nothing happens."""
+        own the table gets a warning from the server and nothing happens. Both partitions: the
+        pruned rows are in jobs_finished, and the claims' and completions' dead versions in
+        jobs_live, which left alone grew to ~2.5x its size in a soak (1,000,000 jobs in 43 s,
+        inside one autovacuum_naptime)."""
         started = time.monotonic()
         try:
-            await conn.execute("VACUUM (SKIP_LOCKED) pgjobs.jobs_finished")
+            await conn.execute("VACUUM (SKIP_LOCKED) pgjobs.jobs")
         except UNAVAILABLE:
             raise
         except psycopg.Error as exc:
-            log.warning("retention: VACUUM pgjobs.jobs_finished failed (%s)", exc)
+            log.warning("retention: VACUUM pgjobs.jobs failed (%s)", exc)
             return
-        log.info("retention: vacuumed pgjobs.jobs_finished after %d job(s) pruned in %.1fs", self._unvacuumed,
+        log.info("retention: vacuumed pgjobs.jobs after %d job(s) pruned in %.1fs", self._unvacuumed,
                  time.monotonic() - started)
         self._unvacuumed = 0
