@@ -321,39 +321,36 @@ RETURNING j.id;
 -- the rescuing worker makes at once: pgjobs.queue.worker). One that spent its attempts fails, and
 -- moves to jobs_finished.
 WITH expired AS (
-    SELECT id FROM pgjobs.jobs_live
+    -- the lost attempt's error, made once for both branches from the row it locks
+    SELECT id, attempt - snoozes >= max_attempts AS spent,
+           'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating' AS last_error,
+           errors || jsonb_build_array(jsonb_build_object(
+               'attempt', attempt, 'at', now(), 'outcome', 'lease_expired', 'worker', worker_id,
+               'error', 'lease expired at ' || lease_expires_at::text)) AS errors
+    FROM pgjobs.jobs_live
     WHERE state = 'running' AND lease_expires_at < now()
     ORDER BY lease_expires_at
     LIMIT %(limit)s
     FOR UPDATE SKIP LOCKED
 ), spent AS (
     DELETE FROM pgjobs.jobs_live j
-    USING expired
-    WHERE j.id = expired.id AND j.attempt - j.snoozes >= j.max_attempts
-    RETURNING j.*
+    USING expired e
+    WHERE j.id = e.id AND e.spent
+    RETURNING j.*, e.last_error AS new_last_error, e.errors AS new_errors
 ), failed AS (
     INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
         attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
         lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
     SELECT id, root_id, parent_id, kind, queue, payload, 'failed', priority, run_at, attempt, snoozes,
-           max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, NULL, NULL, worker_id,
-           'lease expired: worker ' || coalesce(worker_id, '?') || ' stopped heartbeating',
-           errors || jsonb_build_array(jsonb_build_object(
-               'attempt', attempt, 'at', now(), 'outcome', 'lease_expired', 'worker', worker_id,
-               'error', 'lease expired at ' || lease_expires_at::text)),
-           created_at, attempted_at, now()
+           max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, NULL, NULL, worker_id, new_last_error,
+           new_errors, created_at, attempted_at, now()
     FROM spent
     RETURNING id, root_id, parent_id, kind, queue, payload, attempt, state::text AS state, last_error
 ), requeued AS (
     UPDATE pgjobs.jobs_live j
-    SET state = 'queued',
-        last_error = 'lease expired: worker ' || coalesce(j.worker_id, '?') || ' stopped heartbeating',
-        errors = j.errors || jsonb_build_array(jsonb_build_object(
-            'attempt', j.attempt, 'at', now(), 'outcome', 'lease_expired', 'worker', j.worker_id,
-            'error', 'lease expired at ' || j.lease_expires_at::text)),
-        lease_token = NULL, lease_expires_at = NULL
-    FROM expired
-    WHERE j.id = expired.id AND j.attempt - j.snoozes < j.max_attempts
+    SET state = 'queued', last_error = e.last_error, errors = e.errors, lease_token = NULL, lease_expires_at = NULL
+    FROM expired e
+    WHERE j.id = e.id AND NOT e.spent
     RETURNING j.id, j.root_id, j.parent_id, j.kind, j.queue, j.payload, j.attempt, j.state::text AS state,
               j.last_error
 )

@@ -54,7 +54,9 @@ def _plans(dsn: str, mode: str, query: str, params: dict) -> tuple[list[dict], i
     with psycopg.connect(dsn, prepare_threshold=0) as conn:
         conn.add_notice_handler(lambda d: plans.append(json.loads(d.message_primary.split("plan:", 1)[1])))
         conn.execute("LOAD 'auto_explain'")
-        for setting in ("log_min_duration = 0", "log_analyze = on", "log_format = json", "log_level = notice"):
+        # nested: complete_jobs' statement runs inside its function (queue migration 0011)
+        for setting in ("log_min_duration = 0", "log_analyze = on", "log_format = json", "log_level = notice",
+                        "log_nested_statements = on"):
             conn.execute(f"SET auto_explain.{setting}")
         conn.execute("SELECT set_config('plan_cache_mode', %s, false)", (mode,))
         conn.commit()
