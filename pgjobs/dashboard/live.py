@@ -21,7 +21,8 @@ from starlette.responses import StreamingResponse
 
 WATERMARK = """SELECT coalesce(sum(n_tup_ins + n_tup_upd + n_tup_del), 0)::bigint
 FROM pg_stat_user_tables
-WHERE (schemaname, relname) IN (('pgjobs', 'jobs_live'), ('pgjobs', 'jobs_finished'), ('public', 'enrichment_log'))"""
+WHERE relid IN (SELECT relid FROM pg_partition_tree('pgjobs.jobs') WHERE isleaf)
+   OR (schemaname, relname) = ('public', 'enrichment_log')"""
 REPLICA_WATERMARK = "SELECT pg_last_wal_replay_lsn()::text"
 DEBOUNCE = 0.5  # seconds: a burst of changes is one event
 KEEPALIVE = 15.0

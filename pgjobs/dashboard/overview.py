@@ -88,12 +88,14 @@ async def counts(cur: Any) -> tuple[dict[str, dict[str, int]], str]:
     how = "exact"
     if rows > COUNT_CAP:
         await cur.execute(Q["counts_estimated"])
-        stat = await cur.fetchone()
-        if stat is not None:
+        estimated: dict[tuple[str, str], float] = {}
+        for stat in await cur.fetchall():  # one per partition of jobs_finished
             how = "estimated"
             queue_at, state_at = stat["attnames"].index("queue"), stat["attnames"].index("state")
-            finished = [{"queue": vals[queue_at], "state": vals[state_at], "n": round(freq * rows)}
-                        for vals, freq in zip(stat["vals"], stat["freqs"])]
+            for vals, freq in zip(stat["vals"], stat["freqs"]):
+                key = (vals[queue_at], vals[state_at])
+                estimated[key] = estimated.get(key, 0.0) + freq * stat["n"]
+        finished = [{"queue": queue, "state": state, "n": round(n)} for (queue, state), n in estimated.items()]
     if how == "exact":
         await cur.execute(Q["counts_capped"], {"cap": COUNT_CAP})
         finished = await cur.fetchall()

@@ -147,10 +147,11 @@ class Retention:
         """Space the pass freed made reusable now, not at autovacuum's next visit (a database is
         visited once a minute: autovacuum_naptime): inserts otherwise extend the table meanwhile.
         SKIP_LOCKED: never waits for autovacuum or another worker's VACUUM; a role that does not
-        own the table gets a warning from the server and nothing happens. Both partitions: the
-        pruned rows are in jobs_finished, and the claims' and completions' dead versions in
+        own the table gets a warning from the server and nothing happens. Every partition: the
+        pruned rows are in jobs_finished's days, and the claims' and completions' dead versions in
         jobs_live, which left alone grew to ~2.5x its size in a soak (1,000,000 jobs in 43 s,
-        inside one autovacuum_naptime)."""
+        inside one autovacuum_naptime). It also cuts emptied days' files down, so the workers'
+        partition upkeep can drop them (pgjobs.queue.maintenance.maintain_partitions)."""
         started = time.monotonic()
         try:
             await conn.execute("VACUUM (SKIP_LOCKED) pgjobs.jobs")

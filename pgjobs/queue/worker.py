@@ -39,7 +39,7 @@ from pgjobs.queue.handoff import OFFER_REFRESH, Handoff
 from pgjobs.queue.jobs import DEFAULT_QUEUE, Job, Q
 from pgjobs.queue.limits import RateLimits
 from pgjobs.queue.listener import Listener
-from pgjobs.queue.maintenance import rescue_expired
+from pgjobs.queue.maintenance import PARTITIONS_EVERY, maintain_partitions, rescue_expired
 from pgjobs.queue.retention import Retention
 from pgjobs.queue.outcomes import HandBack
 from pgjobs.queue.floors import ClaimFloors
@@ -295,6 +295,7 @@ class Worker(Producer, GroupCommitter):
 
     async def _rescue_loop(self) -> None:
         faults = self._faults["rescuer"]
+        partitions_due = 0.0  # the first turn, at start: today's partition exists before many jobs end
         while True:
             try:
                 # Not bounded by statement_timeout: kinds' on_lease_expired hooks run in it.
@@ -302,6 +303,9 @@ class Worker(Producer, GroupCommitter):
                     rescued = await rescue_expired(conn, self.registry)
                     async with bounded(conn, self.timeouts.statement_timeout):
                         await conn.execute(Q["prune_dead_waiters"])
+                        if time.monotonic() >= partitions_due:
+                            await maintain_partitions(conn)
+                            partitions_due = time.monotonic() + PARTITIONS_EVERY * random.uniform(0.9, 1.1)
                 faults.ok()
                 if rescued:
                     self._floors.rescan_next()  # they kept their run_at: below our floors, at the front

@@ -16,19 +16,24 @@ FROM (SELECT queue, state FROM pgjobs.jobs_finished ORDER BY id DESC LIMIT %(cap
 GROUP BY queue, state;
 
 -- name: table_rows
--- jobs_finished's row estimate (kept by VACUUM/ANALYZE; autovacuum never analyzes a partitioned
--- table's parent): no count.
-SELECT greatest(c.reltuples, 0)::bigint AS n FROM pg_class c WHERE c.oid = 'pgjobs.jobs_finished'::regclass;
+-- jobs_finished's row estimate: its day partitions' (queue migration 0012), each kept by
+-- VACUUM/ANALYZE (autovacuum never analyzes a partitioned table's parent): no count.
+SELECT coalesce(sum(greatest(c.reltuples, 0)), 0)::bigint AS n
+FROM pg_partition_tree('pgjobs.jobs_finished') t JOIN pg_class c ON c.oid = t.relid
+WHERE t.isleaf;
 
 -- name: counts_estimated
--- Finished jobs by queue and state, estimated: the (queue, state) pairs ANALYZE found most common
--- (statistics pgjobs.jobs_queue_state, queue migration 0009) with their frequencies; the overview
--- multiplies them by the row estimate. pg_stats_ext shows them to the table's owner only: no row
--- for anyone else (the overview then counts the newest jobs instead).
-SELECT s.attnames, s.most_common_vals AS vals, s.most_common_freqs AS freqs
-FROM pg_stats_ext s
-WHERE s.schemaname = 'pgjobs' AND s.tablename = 'jobs_finished' AND s.statistics_name = 'jobs_queue_state'
-  AND s.most_common_vals IS NOT NULL;
+-- Finished jobs by queue and state, estimated per partition: the (queue, state) pairs ANALYZE found
+-- most common (each partition's statistics <partition>_queue_state, queue migrations 0009 and 0012)
+-- with their frequencies and the partition's row estimate; the overview multiplies and sums them.
+-- pg_stats_ext shows them to the table's owner only: no row for anyone else (the overview then
+-- counts the newest jobs instead).
+SELECT s.attnames, s.most_common_vals AS vals, s.most_common_freqs AS freqs, greatest(c.reltuples, 0) AS n
+FROM pg_partition_tree('pgjobs.jobs_finished') t
+JOIN pg_class c ON c.oid = t.relid
+JOIN pg_stats_ext s ON s.schemaname = 'pgjobs' AND s.tablename = c.relname
+                   AND s.statistics_name = c.relname || '_queue_state'
+WHERE t.isleaf AND s.most_common_vals IS NOT NULL;
 
 -- name: oldest_runnable
 -- Per queue, the run_at of its oldest job that is due: a skip scan of jobs_claim_idx (queue,

@@ -381,6 +381,10 @@ SET state = 'queued', attempt = attempt - 1, lease_token = NULL, lease_expires_a
 WHERE worker_id = %(worker_id)s AND state = 'running' AND id <> ALL (%(held)b::bigint[])
 RETURNING id;
 
+-- name: maintain_finished_partitions
+-- The finished jobs' day partitions: the next days' made, past ones left empty dropped (migration 0012).
+SELECT partition, action FROM pgjobs.maintain_finished_partitions();
+
 -- name: prune_dead_waiters
 -- Offers of workers whose listener session is gone (the lock is free: taking it here proves it),
 -- and offers that expired (never picked anyway; a worker that comes back offers again).

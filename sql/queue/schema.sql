@@ -37,6 +37,81 @@ BEGIN
 END
 $$;
 
+CREATE FUNCTION pgjobs.maintain_finished_partitions(p_ahead interval DEFAULT '2 days'::interval, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(partition text, action text)
+    LANGUAGE plpgsql
+    SET lock_timeout TO '1s'
+    AS $_$
+DECLARE
+    day date;
+    name text;
+    lower timestamptz;
+    upper timestamptz;
+    caught timestamptz;
+    busy boolean;
+BEGIN
+    -- 'pgjobsfp' as a bigint, apart from job-derived keys and the pruner's.
+    IF NOT pg_try_advisory_xact_lock(8099559481474770544) THEN
+        RETURN;
+    END IF;
+    FOR day IN SELECT generate_series((p_now AT TIME ZONE 'UTC')::date,
+                                      ((p_now + p_ahead) AT TIME ZONE 'UTC')::date, interval '1 day')::date LOOP
+        name := 'jobs_finished_' || to_char(day, 'YYYYMMDD');
+        CONTINUE WHEN to_regclass(format('pgjobs.%I', name)) IS NOT NULL;
+        lower := day::timestamp AT TIME ZONE 'UTC';
+        upper := lower + interval '1 day';
+        -- Not below the history's end (the upgrade's day) nor the default's newest row of that day.
+        SELECT max(d.finished_at) INTO caught FROM ONLY pgjobs.jobs_finished_default d
+        WHERE d.finished_at >= lower AND d.finished_at < upper;
+        SELECT greatest(lower, max(b.upper_bound), caught + interval '1 microsecond') INTO lower
+        FROM (SELECT (regexp_match(pg_get_expr(c.relpartbound, c.oid), 'TO \(''(.*)''\)'))[1]::timestamptz
+                     AS upper_bound
+              FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'pgjobs.jobs_finished'::regclass AND c.relname = 'jobs_finished_history') b;
+        CONTINUE WHEN lower >= upper;
+        EXECUTE format('CREATE TABLE pgjobs.%I (LIKE pgjobs.jobs_finished INCLUDING DEFAULTS INCLUDING CONSTRAINTS) '
+                       'WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_analyze_scale_factor = 0.02, '
+                       'autovacuum_vacuum_cost_delay = 0)', name);
+        EXECUTE format('ALTER TABLE pgjobs.%I ADD PRIMARY KEY (id)', name);
+        EXECUTE format('CREATE STATISTICS pgjobs.%I (mcv) ON queue, state FROM pgjobs.%I', name || '_queue_state', name);
+        EXECUTE format('ALTER TABLE pgjobs.jobs_finished ATTACH PARTITION pgjobs.%I FOR VALUES FROM (%L) TO (%L)',
+                       name, lower, upper);
+        partition := name;
+        action := 'made';
+        RETURN NEXT;
+    END LOOP;
+    -- Past days left empty by retention: found cheaply (the statistics say no live rows, and VACUUM
+    -- has cut the file to at most 1 MB, so the check reads no long run of dead rows), then checked
+    -- under the lock DROP takes anyway. Dropping locks jobs_finished out for a moment: it waits at
+    -- most 100 ms for it; a busy table is tried again next time.
+    FOR name IN
+        SELECT c.relname
+        FROM pg_inherits i
+        JOIN pg_class c ON c.oid = i.inhrelid
+        JOIN pg_stat_user_tables s ON s.relid = c.oid
+        WHERE i.inhparent = 'pgjobs.jobs_finished'::regclass AND s.n_live_tup = 0
+          AND pg_relation_size(c.oid) <= 1048576
+          AND c.relname ~ '^jobs_finished_[0-9]{8}$'
+          AND to_date(right(c.relname, 8), 'YYYYMMDD') < (p_now AT TIME ZONE 'UTC')::date
+        ORDER BY c.relname
+    LOOP
+        BEGIN
+            PERFORM set_config('lock_timeout', '100ms', true);
+            LOCK TABLE ONLY pgjobs.jobs_finished IN ACCESS EXCLUSIVE MODE;
+            EXECUTE format('SELECT EXISTS (SELECT FROM ONLY pgjobs.%I)', name) INTO busy;
+            CONTINUE WHEN busy;
+            EXECUTE format('DROP TABLE pgjobs.%I', name);
+            partition := name;
+            action := 'dropped';
+            RETURN NEXT;
+        EXCEPTION WHEN lock_not_available THEN
+            partition := name;
+            action := 'busy';
+            RETURN NEXT;
+        END;
+    END LOOP;
+END
+$_$;
+
 CREATE TABLE pgjobs.jobs (
     id bigint NOT NULL,
     root_id bigint NOT NULL,
@@ -81,6 +156,74 @@ CREATE SEQUENCE pgjobs.job_id_seq
 ALTER SEQUENCE pgjobs.job_id_seq OWNED BY pgjobs.jobs.id;
 
 CREATE TABLE pgjobs.jobs_finished (
+    id bigint DEFAULT nextval('pgjobs.job_id_seq'::regclass) CONSTRAINT jobs_id_not_null NOT NULL,
+    root_id bigint CONSTRAINT jobs_root_id_not_null NOT NULL,
+    parent_id bigint,
+    kind text CONSTRAINT jobs_kind_not_null NOT NULL,
+    queue text DEFAULT 'default'::text CONSTRAINT jobs_queue_not_null NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb CONSTRAINT jobs_payload_not_null NOT NULL,
+    state pgjobs.job_state DEFAULT 'queued'::pgjobs.job_state CONSTRAINT jobs_state_not_null NOT NULL,
+    priority integer DEFAULT 0 CONSTRAINT jobs_priority_not_null NOT NULL,
+    run_at timestamp with time zone DEFAULT now() CONSTRAINT jobs_run_at_not_null NOT NULL,
+    attempt integer DEFAULT 0 CONSTRAINT jobs_attempt_not_null NOT NULL,
+    snoozes integer DEFAULT 0 CONSTRAINT jobs_snoozes_not_null NOT NULL,
+    max_attempts integer DEFAULT 3 CONSTRAINT jobs_max_attempts_not_null NOT NULL,
+    backoff_base_ms integer DEFAULT 2000 CONSTRAINT jobs_backoff_base_ms_not_null NOT NULL,
+    backoff_cap_ms integer DEFAULT 600000 CONSTRAINT jobs_backoff_cap_ms_not_null NOT NULL,
+    dedupe_key text,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    worker_id text,
+    last_error text,
+    errors jsonb DEFAULT '[]'::jsonb CONSTRAINT jobs_errors_not_null NOT NULL,
+    created_at timestamp with time zone DEFAULT now() CONSTRAINT jobs_created_at_not_null NOT NULL,
+    attempted_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    CONSTRAINT jobs_backoff_base_ms_check CHECK ((backoff_base_ms >= 0)),
+    CONSTRAINT jobs_backoff_cap_ms_check CHECK ((backoff_cap_ms >= 0)),
+    CONSTRAINT jobs_kind_check CHECK ((kind <> ''::text)),
+    CONSTRAINT jobs_lease CHECK (((state = 'running'::pgjobs.job_state) = ((lease_token IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
+    CONSTRAINT jobs_lineage CHECK ((((parent_id IS NULL) AND (root_id = id)) OR ((parent_id IS NOT NULL) AND (root_id <> id)))),
+    CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT jobs_queue_check CHECK ((queue <> ''::text))
+)
+PARTITION BY RANGE (finished_at);
+
+CREATE TABLE pgjobs.jobs_finished_default (
+    id bigint DEFAULT nextval('pgjobs.job_id_seq'::regclass) CONSTRAINT jobs_id_not_null NOT NULL,
+    root_id bigint CONSTRAINT jobs_root_id_not_null NOT NULL,
+    parent_id bigint,
+    kind text CONSTRAINT jobs_kind_not_null NOT NULL,
+    queue text DEFAULT 'default'::text CONSTRAINT jobs_queue_not_null NOT NULL,
+    payload jsonb DEFAULT '{}'::jsonb CONSTRAINT jobs_payload_not_null NOT NULL,
+    state pgjobs.job_state DEFAULT 'queued'::pgjobs.job_state CONSTRAINT jobs_state_not_null NOT NULL,
+    priority integer DEFAULT 0 CONSTRAINT jobs_priority_not_null NOT NULL,
+    run_at timestamp with time zone DEFAULT now() CONSTRAINT jobs_run_at_not_null NOT NULL,
+    attempt integer DEFAULT 0 CONSTRAINT jobs_attempt_not_null NOT NULL,
+    snoozes integer DEFAULT 0 CONSTRAINT jobs_snoozes_not_null NOT NULL,
+    max_attempts integer DEFAULT 3 CONSTRAINT jobs_max_attempts_not_null NOT NULL,
+    backoff_base_ms integer DEFAULT 2000 CONSTRAINT jobs_backoff_base_ms_not_null NOT NULL,
+    backoff_cap_ms integer DEFAULT 600000 CONSTRAINT jobs_backoff_cap_ms_not_null NOT NULL,
+    dedupe_key text,
+    lease_token uuid,
+    lease_expires_at timestamp with time zone,
+    worker_id text,
+    last_error text,
+    errors jsonb DEFAULT '[]'::jsonb CONSTRAINT jobs_errors_not_null NOT NULL,
+    created_at timestamp with time zone DEFAULT now() CONSTRAINT jobs_created_at_not_null NOT NULL,
+    attempted_at timestamp with time zone,
+    finished_at timestamp with time zone,
+    CONSTRAINT jobs_backoff_base_ms_check CHECK ((backoff_base_ms >= 0)),
+    CONSTRAINT jobs_backoff_cap_ms_check CHECK ((backoff_cap_ms >= 0)),
+    CONSTRAINT jobs_kind_check CHECK ((kind <> ''::text)),
+    CONSTRAINT jobs_lease CHECK (((state = 'running'::pgjobs.job_state) = ((lease_token IS NOT NULL) AND (lease_expires_at IS NOT NULL)))),
+    CONSTRAINT jobs_lineage CHECK ((((parent_id IS NULL) AND (root_id = id)) OR ((parent_id IS NOT NULL) AND (root_id <> id)))),
+    CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
+    CONSTRAINT jobs_queue_check CHECK ((queue <> ''::text))
+)
+WITH (autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0');
+
+CREATE TABLE pgjobs.jobs_finished_history (
     id bigint DEFAULT nextval('pgjobs.job_id_seq'::regclass) CONSTRAINT jobs_id_not_null NOT NULL,
     root_id bigint CONSTRAINT jobs_root_id_not_null NOT NULL,
     parent_id bigint,
@@ -219,12 +362,19 @@ CREATE TABLE pgjobs.workers (
 
 ALTER TABLE ONLY pgjobs.jobs ATTACH PARTITION pgjobs.jobs_finished FOR VALUES IN ('succeeded', 'failed', 'cancelled');
 
+ALTER TABLE ONLY pgjobs.jobs_finished ATTACH PARTITION pgjobs.jobs_finished_default DEFAULT;
+
+ALTER TABLE ONLY pgjobs.jobs_finished ATTACH PARTITION pgjobs.jobs_finished_history FOR VALUES FROM (MINVALUE) TO ('<when migration 0012 ran>');
+
 ALTER TABLE ONLY pgjobs.jobs ATTACH PARTITION pgjobs.jobs_live FOR VALUES IN ('queued', 'running');
 
 ALTER TABLE ONLY pgjobs.jobs ALTER COLUMN id SET DEFAULT nextval('pgjobs.job_id_seq'::regclass);
 
-ALTER TABLE ONLY pgjobs.jobs_finished
-    ADD CONSTRAINT jobs_finished_pkey PRIMARY KEY (id);
+ALTER TABLE ONLY pgjobs.jobs_finished_default
+    ADD CONSTRAINT jobs_finished_default_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY pgjobs.jobs_finished_history
+    ADD CONSTRAINT jobs_finished_history_pkey PRIMARY KEY (id);
 
 ALTER TABLE ONLY pgjobs.jobs_live
     ADD CONSTRAINT jobs_live_pkey PRIMARY KEY (id);
@@ -254,20 +404,46 @@ CREATE INDEX jobs_claim_idx ON pgjobs.jobs_live USING btree (queue, kind, priori
 
 CREATE UNIQUE INDEX jobs_dedupe_key_idx ON pgjobs.jobs_live USING btree (dedupe_key) WHERE ((dedupe_key IS NOT NULL) AND (state = ANY (ARRAY['queued'::pgjobs.job_state, 'running'::pgjobs.job_state])));
 
-CREATE INDEX jobs_failed_idx ON pgjobs.jobs_finished USING btree (id) WHERE (state = ANY (ARRAY['failed'::pgjobs.job_state, 'cancelled'::pgjobs.job_state]));
+CREATE INDEX jobs_failed_idx ON ONLY pgjobs.jobs_finished USING btree (id) WHERE (state = ANY (ARRAY['failed'::pgjobs.job_state, 'cancelled'::pgjobs.job_state]));
 
-CREATE INDEX jobs_finished_at_idx ON pgjobs.jobs_finished USING btree (finished_at) INCLUDE (state) WHERE (state = ANY (ARRAY['succeeded'::pgjobs.job_state, 'failed'::pgjobs.job_state]));
+CREATE INDEX jobs_finished_at_idx ON ONLY pgjobs.jobs_finished USING btree (finished_at) INCLUDE (state) WHERE (state = ANY (ARRAY['succeeded'::pgjobs.job_state, 'failed'::pgjobs.job_state]));
+
+CREATE INDEX jobs_finished_default_finished_at_state_idx ON pgjobs.jobs_finished_default USING btree (finished_at) INCLUDE (state) WHERE (state = ANY (ARRAY['succeeded'::pgjobs.job_state, 'failed'::pgjobs.job_state]));
+
+CREATE INDEX jobs_finished_default_id_idx ON pgjobs.jobs_finished_default USING btree (id) WHERE (state = ANY (ARRAY['failed'::pgjobs.job_state, 'cancelled'::pgjobs.job_state]));
 
 CREATE INDEX jobs_root_idx ON ONLY pgjobs.jobs USING btree (root_id);
 
-CREATE INDEX jobs_finished_root_idx ON pgjobs.jobs_finished USING btree (root_id);
+CREATE INDEX jobs_finished_root_idx ON ONLY pgjobs.jobs_finished USING btree (root_id);
+
+CREATE INDEX jobs_finished_default_root_id_idx ON pgjobs.jobs_finished_default USING btree (root_id);
+
+CREATE INDEX jobs_finished_history_at_idx ON pgjobs.jobs_finished_history USING btree (finished_at) INCLUDE (state) WHERE (state = ANY (ARRAY['succeeded'::pgjobs.job_state, 'failed'::pgjobs.job_state]));
+
+CREATE INDEX jobs_finished_history_failed_idx ON pgjobs.jobs_finished_history USING btree (id) WHERE (state = ANY (ARRAY['failed'::pgjobs.job_state, 'cancelled'::pgjobs.job_state]));
+
+CREATE INDEX jobs_finished_history_root_idx ON pgjobs.jobs_finished_history USING btree (root_id);
 
 CREATE INDEX jobs_live_root_idx ON pgjobs.jobs_live USING btree (root_id);
 
 CREATE INDEX jobs_running_idx ON pgjobs.jobs_live USING btree (worker_id) WHERE (state = 'running'::pgjobs.job_state);
 
+ALTER INDEX pgjobs.jobs_finished_at_idx ATTACH PARTITION pgjobs.jobs_finished_default_finished_at_state_idx;
+
+ALTER INDEX pgjobs.jobs_failed_idx ATTACH PARTITION pgjobs.jobs_finished_default_id_idx;
+
+ALTER INDEX pgjobs.jobs_finished_root_idx ATTACH PARTITION pgjobs.jobs_finished_default_root_id_idx;
+
+ALTER INDEX pgjobs.jobs_finished_at_idx ATTACH PARTITION pgjobs.jobs_finished_history_at_idx;
+
+ALTER INDEX pgjobs.jobs_failed_idx ATTACH PARTITION pgjobs.jobs_finished_history_failed_idx;
+
+ALTER INDEX pgjobs.jobs_finished_root_idx ATTACH PARTITION pgjobs.jobs_finished_history_root_idx;
+
 ALTER INDEX pgjobs.jobs_root_idx ATTACH PARTITION pgjobs.jobs_finished_root_idx;
 
 ALTER INDEX pgjobs.jobs_root_idx ATTACH PARTITION pgjobs.jobs_live_root_idx;
 
-CREATE STATISTICS pgjobs.jobs_queue_state (mcv) ON queue, state FROM pgjobs.jobs_finished;
+CREATE STATISTICS pgjobs.jobs_finished_default_queue_state (mcv) ON queue, state FROM pgjobs.jobs_finished_default;
+
+CREATE STATISTICS pgjobs.jobs_finished_history_queue_state (mcv) ON queue, state FROM pgjobs.jobs_finished_history;

@@ -272,8 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"loaded {loaded.roots:,} roots: {loaded.jobs:,} jobs, {loaded.log_rows:,} log rows "
                   f"in {loaded.seconds:.0f} s ({loaded.rows_per_second:,.0f} rows/s)")
         with psycopg.connect(dsn, autocommit=True) as conn:
-            sizes = conn.execute("SELECT pg_size_pretty(pg_total_relation_size('pgjobs.jobs_live')"
-                                 " + pg_total_relation_size('pgjobs.jobs_finished')), "
+            sizes = conn.execute("SELECT (SELECT pg_size_pretty(sum(pg_total_relation_size(relid)))"
+                                 " FROM pg_partition_tree('pgjobs.jobs') WHERE isleaf), "
                                  "pg_size_pretty(pg_total_relation_size('enrichment_log'))").fetchone()
         print(f"sizes (with indexes): pgjobs.jobs {sizes[0]}, enrichment_log {sizes[1]}")
         times = measure(dsn, args.runs, args.seed)

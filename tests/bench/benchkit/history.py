@@ -53,10 +53,10 @@ DEFAULT_CONCURRENCY = 10
 DEFAULT_PAIRS = 5
 # Jobs per drain at the bench's setting (at least; the bench's N when more): N = 20,000 at ~25,000
 # jobs/s lasted 0.8 s, and the pair ratios of such drains moved 0.67-1.71x (the VM's noise, not
-# the history); 80,000 last ~3 s. Not more: each run's jobs end in jobs_finished, the driver deletes
-# them before the next run, and past 200,000 dead rows (jobs_finished's autovacuum scale factor
-# 0.02 of the 10 M rows) autovacuum sets off over the whole history inside a timed drain. --quick
-# keeps its N.
+# the history); 80,000 last ~3 s. Each run's jobs end in today's partition of jobs_finished and the
+# driver deletes them before the next run, so autovacuum visits that partition alone (queue
+# migration 0012; before it, past 200,000 dead rows - 0.02 of the 10 M - it set off over the whole
+# history inside a timed drain). --quick keeps its N.
 BENCH_SETTING_N = 80_000
 MARKER = "bench_history_loaded"
 

@@ -29,12 +29,12 @@ from protocol import emit, parse_args
 CHUNK = 20_000
 BACKLOG = 40_000
 SAMPLES = 40
-# pgjobs.jobs is partitioned (jobs_live, jobs_finished: queue migration 0011): sizes are its partitions'.
-SIZES = """SELECT sum(pg_relation_size(t))::bigint, sum(pg_indexes_size(t))::bigint,
-                  (SELECT sum(n_live_tup)::bigint FROM pg_stat_user_tables WHERE relid IN ('pgjobs.jobs_live'::regclass,
-                                                                                  'pgjobs.jobs_finished'::regclass)),
-                  (SELECT count(*) FROM pgjobs.jobs_live WHERE state = 'queued')
-           FROM unnest(ARRAY['pgjobs.jobs_live'::regclass, 'pgjobs.jobs_finished'::regclass]) AS t"""
+# pgjobs.jobs is partitioned (jobs_live, and jobs_finished by day: queue migrations 0011, 0012):
+# sizes are the sums over its leaf partitions.
+SIZES = """SELECT sum(pg_relation_size(t.relid))::bigint, sum(pg_indexes_size(t.relid))::bigint,
+                  sum(s.n_live_tup)::bigint, (SELECT count(*) FROM pgjobs.jobs_live WHERE state = 'queued')
+           FROM pg_partition_tree('pgjobs.jobs') t JOIN pg_stat_user_tables s ON s.relid = t.relid
+           WHERE t.isleaf"""
 
 
 async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float = 1.0, batch: int = 0) -> dict:

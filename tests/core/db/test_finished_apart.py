@@ -1,5 +1,5 @@
 """Finished jobs apart from the claim table (queue migration 0011): pgjobs.jobs is partitioned by
-state, jobs_live (queued, running) and jobs_finished (the rest). An attempt's end moves its row in
+state, jobs_live (queued, running) and jobs_finished (the rest, by day since 0012). An attempt's end moves its row in
 the completion transaction, an operator retry moves it back, and a database of the previous layout
 upgrades in place: every row kept, unfinished ones moved, views on pgjobs.jobs reading the new table.
 """
@@ -20,18 +20,23 @@ COLUMNS = "id, root_id, parent_id, kind, queue, payload, priority, run_at, attem
           "lease_token, worker_id, last_error, errors, created_at, finished_at"
 
 
+def today_partition(conn: psycopg.Connection) -> str:
+    """The day partition of jobs_finished a job that ends now goes to (queue migration 0012)."""
+    return conn.execute("SELECT 'pgjobs.jobs_finished_' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDD')").fetchone()[0]
+
+
 def _partition_of(conn: psycopg.Connection) -> dict[int, str]:
     rows = conn.execute("SELECT id, tableoid::regclass::text FROM pgjobs.jobs").fetchall()
     return dict(rows)
 
 
-def _migrated_before_0011(dsn: str) -> None:
-    """The queue's migrations up to 0010, applied and recorded as migrate() does."""
+def migrated_before(dsn: str, version: int) -> None:
+    """The queue's migrations before `version`, applied and recorded as migrate() does."""
     with psycopg.connect(dsn, autocommit=True) as conn:
         with conn.transaction():
             conn.execute(_LEDGER)
         for m in QUEUE.migrations():
-            if m.version >= 11:
+            if m.version >= version:
                 break
             with conn.transaction():
                 conn.execute(m.sql)
@@ -40,7 +45,7 @@ def _migrated_before_0011(dsn: str) -> None:
 
 
 def test_an_old_layout_upgrades_in_place_rows_views_and_leases_kept(empty_dsn):
-    _migrated_before_0011(empty_dsn)
+    migrated_before(empty_dsn, 11)
     token = uuid.uuid4()
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT relkind FROM pg_class WHERE oid = 'pgjobs.jobs'::regclass").fetchone()[0] == "r"
@@ -60,14 +65,15 @@ def test_an_old_layout_upgrades_in_place_rows_views_and_leases_kept(empty_dsn):
         before = conn.execute(f"SELECT {COLUMNS}, state::text FROM pgjobs.jobs ORDER BY id").fetchall()
 
     applied = migrations.migrate(empty_dsn)
-    assert [m.version for m in applied] == [11]
+    assert [m.version for m in applied] == [11, 12]
 
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert conn.execute(f"SELECT {COLUMNS}, state::text FROM pgjobs.jobs ORDER BY id").fetchall() == before
         where = _partition_of(conn)
         live = {ids["queued"], ids["running"], child}
         assert {i for i, t in where.items() if t == "pgjobs.jobs_live"} == live
-        assert {i for i, t in where.items() if t == "pgjobs.jobs_finished"} == set(ids.values()) - live
+        # finished before the upgrade: the history partition (migration 0012)
+        assert {i for i, t in where.items() if t == "pgjobs.jobs_finished_history"} == set(ids.values()) - live
         # the user's view now reads the new pgjobs.jobs: it sees a job enqueued after the upgrade
         new = enqueue_many(conn, [JobSpec(kind="after")])
         assert new == 1
@@ -77,7 +83,7 @@ def test_an_old_layout_upgrades_in_place_rows_views_and_leases_kept(empty_dsn):
         # the running job's lease still fences it: its worker completes it, and it moves
         done = conn.execute(Q["complete_jobs"], {"ids": str(ids["running"]), "slots": "1", "tokens": [token]}).fetchall()
         assert done == [(ids["running"],)]
-        assert _partition_of(conn)[ids["running"]] == "pgjobs.jobs_finished"
+        assert _partition_of(conn)[ids["running"]] == today_partition(conn)
         # the unfinished job's dedupe key is still unique among unfinished jobs
         assert enqueue_many(conn, [JobSpec(kind="k", dedupe_key="key-queued")]) == 0
         assert enqueue_many(conn, [JobSpec(kind="k", dedupe_key="key-succeeded")]) == 1
@@ -102,7 +108,7 @@ def test_each_end_of_a_job_moves_it_and_a_retry_brings_it_back(fresh_dsn):
         assert states == {a: "succeeded", b: "failed", c: "failed", d: "queued"}  # c: its one attempt spent
         conn.execute(Q["cancel_job"], {"id": e, "reason": "cancelled by test"})
         where = _partition_of(conn)
-        assert {i for i, t in where.items() if t == "pgjobs.jobs_finished"} == {a, b, c, e}
+        assert {i for i, t in where.items() if t == today_partition(conn)} == {a, b, c, e}
         assert {i for i, t in where.items() if t == "pgjobs.jobs_live"} == {d, f}
         errors = conn.execute("SELECT errors FROM pgjobs.jobs WHERE id = %s", (c,)).fetchone()[0]
         assert errors[-1]["outcome"] == "retry" and errors[-1]["traceback"] == "Traceback..."

@@ -98,7 +98,7 @@ async def test_retention_prunes_old_families_in_bounded_batches_and_keeps_the_re
 async def test_retention_behind_doubles_its_scans_then_vacuums_once_caught_up(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         old = [_family(conn, 10) for _ in range(20)]
-        vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs_finished'::regclass"
+        vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs_finished_history'::regclass"
         before = conn.execute(vacuums).fetchone()[0]
     async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as aconn:
         retention = Retention(7, interval=3600, batch=2, max_batches=3, max_batch=8, vacuum_after=50)
