@@ -66,6 +66,7 @@ def test_three_workers_enqueue_exactly_one_job_per_second_and_a_restart_catches_
     workers = [ticker.start("worker") for _ in range(3)]
     # Ten seconds of slots (the workload: slots have to pass on the clock), then a graceful stop.
     wait_for(lambda: len(_slots(sql, fresh_dsn)) >= 11, 60, "eleven per-second slots")
+    stop_began = sql(fresh_dsn, "SELECT now()")[0][0]
     _stop(workers)
 
     found = _slots(sql, fresh_dsn)
@@ -73,9 +74,16 @@ def test_three_workers_enqueue_exactly_one_job_per_second_and_a_restart_catches_
     assert len(slots) >= 11
     assert {n for n, _ in found.values()} == {1}, found  # no slot twice, across the three processes
     assert _consecutive(slots), slots  # and none skipped while workers ran
-    # every slot's job ran, but the newest one's may have been enqueued just as the stop began
-    # (a stopping worker claims nothing new): it is then still queued, never lost or run twice
-    assert {found[s][1] for s in slots[:-1]} == {"succeeded"} and found[slots[-1]][1] in ("succeeded", "queued")
+    # every slot's job ran, but one enqueued just as the stop began may not have (a stopping worker
+    # claims nothing new; on a loaded machine a late tick enqueues two slots at once): it is then
+    # still queued, never lost or run twice
+    rows = sql(fresh_dsn, "SELECT split_part(dedupe_key, ':every_second:', 2), created_at FROM pgjobs.jobs"
+                          " WHERE kind = 'tick'")
+    late = {datetime.fromisoformat(slot.replace("Z", "+00:00")) for slot, created_at in rows
+            if created_at > stop_began - timedelta(seconds=2)}
+    assert len(slots) - len(late) >= 8, (found, stop_began)  # 11+ slots a second apart, 2 s of them late
+    assert {found[s][1] for s in slots if s not in late} == {"succeeded"}, (found, stop_began)
+    assert {found[s][1] for s in late} <= {"succeeded", "queued"}, (found, stop_began)
     enqueued_by = [sum(e.get("msg") == "periodic job enqueued" for e in w.logs()) for w in workers]
     assert sum(enqueued_by) == len(slots)
     (last_slot, last_job_id) = sql(fresh_dsn, "SELECT last_slot, last_job_id FROM pgjobs.schedules")[0]
