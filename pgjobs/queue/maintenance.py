@@ -62,7 +62,7 @@ async def maintain_partitions(conn: psycopg.AsyncConnection) -> list[tuple[str, 
         raise
     except psycopg.Error as exc:
         partitions_log.warning("could not maintain the finished jobs' partitions (%s); trying again later",
-                    str(exc).strip().splitlines()[0])
+                               str(exc).strip().splitlines()[0])
         return []
     for partition, action in done:
         partitions_log.info("finished jobs' partition %s: %s", partition, action)
