@@ -139,6 +139,22 @@ def test_prune_walks_the_roots_in_scans_and_stops_at_the_first_root_created_afte
     assert left == {newer, late} and not left & set(old)
 
 
+def test_prune_deletes_a_family_spread_over_partitions_and_leaves_a_newer_one(fresh_dsn):
+    """prune_scan's DELETE names only partitions that can hold a due row; a family's rows in the
+    history, in the default partition (finished_at NULL: rows an upgrade moved there) and in today's
+    all go, and a family finished after the cutoff stays whole."""
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        old, newer = _family(conn, 10, children=2), _family(conn, 0, children=1)
+        child = conn.execute("SELECT id FROM pgjobs.jobs WHERE parent_id = %s ORDER BY id LIMIT 1", (old,)).fetchone()[0]
+        conn.execute("UPDATE pgjobs.jobs SET state = 'cancelled', finished_at = NULL WHERE id = %s", (child,))
+        where = "SELECT DISTINCT tableoid::regclass::text FROM pgjobs.jobs WHERE root_id = %s"
+        assert {r[0] for r in conn.execute(where, (old,))} == {"pgjobs.jobs_finished_history",
+                                                              "pgjobs.jobs_finished_default"}
+        assert prune(conn, datetime.now(timezone.utc) - timedelta(days=7)) == 3
+        left = conn.execute("SELECT root_id, count(*) FROM pgjobs.jobs GROUP BY root_id").fetchall()
+    assert left == [(newer, 2)]
+
+
 async def test_a_worker_with_retention_prunes_while_it_runs(fresh_dsn):
     from pgjobs.database import open_pool
     from pgjobs.queue import RateLimits, Worker, default_registry
