@@ -112,6 +112,33 @@ async def test_retention_behind_doubles_its_scans_then_vacuums_once_caught_up(fr
         assert conn.execute(vacuums).fetchone()[0] == before + 1  # 60 pruned >= 50: one VACUUM at the end
 
 
+async def test_a_running_retention_vacuums_after_its_pruning(fresh_dsn):
+    """Under run() (a worker's) the VACUUM after enough pruned jobs runs in a task of its own, on a
+    connection of the pool's, so the pruning does not wait for it (what that buys is measured in
+    the soak: docs/performance.md); here: it still runs, once, after the pass."""
+    from pgjobs.database import open_pool
+
+    vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs_finished_history'::regclass"
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        old = [_family(conn, 10) for _ in range(5)]
+        before = conn.execute(vacuums).fetchone()[0]
+    pool = await open_pool(fresh_dsn, max_size=3)
+    retention = Retention(7, interval=3600, vacuum_after=5)
+    task = asyncio.create_task(retention.run(pool))
+    try:
+        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+            deadline = time.monotonic() + 10
+            while conn.execute(vacuums).fetchone()[0] == before and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the pass, its VACUUM task, then the server's statistics
+            assert conn.execute(vacuums).fetchone()[0] == before + 1
+            assert not conn.execute("SELECT count(*) FROM pgjobs.jobs WHERE root_id = ANY(%s)", (old,)).fetchone()[0]
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await pool.close()
+
+
 async def test_retention_skips_its_pass_while_another_pruner_holds_the_lock(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         old = _family(conn, 10)
