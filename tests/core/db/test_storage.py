@@ -67,6 +67,10 @@ def test_running_jobs_are_found_through_the_running_index(fresh_dsn):
         assert "jobs_running_idx" in plan and "Seq Scan on jobs" not in plan, plan
 
 
+# VACUUMs of the history partition (where _family's old rows are) so far.
+VACUUMS = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs_finished_history'::regclass"
+
+
 def _family(conn: psycopg.Connection, finished_days_ago: float | None, children: int = 2) -> int:
     root = enqueue(conn, "noop").id
     for _ in range(children):
@@ -98,8 +102,7 @@ async def test_retention_prunes_old_families_in_bounded_batches_and_keeps_the_re
 async def test_retention_behind_doubles_its_scans_then_vacuums_once_caught_up(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         old = [_family(conn, 10) for _ in range(20)]
-        vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs_finished_history'::regclass"
-        before = conn.execute(vacuums).fetchone()[0]
+        before = conn.execute(VACUUMS).fetchone()[0]
     async with await psycopg.AsyncConnection.connect(fresh_dsn, autocommit=True) as aconn:
         retention = Retention(7, interval=3600, batch=2, max_batches=3, max_batch=8, vacuum_after=50)
         assert await retention.tick(aconn) == (2 + 4 + 8) * 3  # each full scan due doubles the next
@@ -107,9 +110,9 @@ async def test_retention_behind_doubles_its_scans_then_vacuums_once_caught_up(fr
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         assert not conn.execute("SELECT count(*) FROM pgjobs.jobs WHERE root_id = ANY(%s)", (old,)).fetchone()[0]
         deadline = time.monotonic() + 10
-        while conn.execute(vacuums).fetchone()[0] == before and time.monotonic() < deadline:
+        while conn.execute(VACUUMS).fetchone()[0] == before and time.monotonic() < deadline:
             time.sleep(0.05)  # the server's statistics catch up with the VACUUM
-        assert conn.execute(vacuums).fetchone()[0] == before + 1  # 60 pruned >= 50: one VACUUM at the end
+        assert conn.execute(VACUUMS).fetchone()[0] == before + 1  # 60 pruned >= 50: one VACUUM at the end
 
 
 async def test_a_running_retention_vacuums_after_its_pruning(fresh_dsn):
@@ -118,19 +121,18 @@ async def test_a_running_retention_vacuums_after_its_pruning(fresh_dsn):
     the soak: docs/performance.md); here: it still runs, once, after the pass."""
     from pgjobs.database import open_pool
 
-    vacuums = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs_finished_history'::regclass"
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         old = [_family(conn, 10) for _ in range(5)]
-        before = conn.execute(vacuums).fetchone()[0]
+        before = conn.execute(VACUUMS).fetchone()[0]
     pool = await open_pool(fresh_dsn, max_size=3)
     retention = Retention(7, interval=3600, vacuum_after=5)
     task = asyncio.create_task(retention.run(pool))
     try:
         with psycopg.connect(fresh_dsn, autocommit=True) as conn:
             deadline = time.monotonic() + 10
-            while conn.execute(vacuums).fetchone()[0] == before and time.monotonic() < deadline:
+            while conn.execute(VACUUMS).fetchone()[0] == before and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)  # the pass, its VACUUM task, then the server's statistics
-            assert conn.execute(vacuums).fetchone()[0] == before + 1
+            assert conn.execute(VACUUMS).fetchone()[0] == before + 1
             assert not conn.execute("SELECT count(*) FROM pgjobs.jobs WHERE root_id = ANY(%s)", (old,)).fetchone()[0]
     finally:
         task.cancel()
@@ -168,8 +170,8 @@ def test_prune_walks_the_roots_in_scans_and_stops_at_the_first_root_created_afte
 
 def test_prune_deletes_a_family_spread_over_partitions_and_leaves_a_newer_one(fresh_dsn):
     """prune_scan's DELETE names only partitions that can hold a due row; a family's rows in the
-    history, in the default partition (finished_at NULL: rows an upgrade moved there) and in today's
-    all go, and a family finished after the cutoff stays whole."""
+    history and in the default partition (finished_at NULL: rows an upgrade moved there) all go, and
+    a family finished after the cutoff (today's partition) stays whole."""
     with psycopg.connect(fresh_dsn, autocommit=True) as conn:
         old, newer = _family(conn, 10, children=2), _family(conn, 0, children=1)
         child = conn.execute("SELECT id FROM pgjobs.jobs WHERE parent_id = %s ORDER BY id LIMIT 1", (old,)).fetchone()[0]
