@@ -34,6 +34,20 @@ def _json_lines(text: str) -> list[dict[str, Any]]:
     return entries
 
 
+STACKS_GRACE = 2.0  # seconds a hung CLI gets to log its tasks' stacks before it is killed
+
+
+def _stacks_then_kill(popen: subprocess.Popen) -> str:
+    """A CLI past its deadline: SIGUSR1 (a worker logs what each task awaits: pgjobs.stacks), then
+    SIGKILL; returns all it wrote to stderr, so the failure names where it hung."""
+    popen.send_signal(signal.SIGUSR1)  # it ends a command that does not handle it
+    try:
+        return popen.communicate(timeout=STACKS_GRACE)[1]  # retried after a timeout: nothing is lost
+    except subprocess.TimeoutExpired:
+        popen.kill()
+        return popen.communicate()[1]
+
+
 class _Logs:
     stderr: str
 
@@ -93,6 +107,11 @@ class Proc(_Logs):
         try:
             code = self.popen.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
+            self.signal(signal.SIGUSR1)  # a worker logs what each task awaits (pgjobs.stacks)
+            try:
+                self.popen.wait(timeout=STACKS_GRACE)  # SIGUSR1 ends a process that does not handle it
+            except subprocess.TimeoutExpired:
+                pass
             pytest.fail(f"{self.argv} still running after {timeout}s\n--- stderr ---\n{self.stderr}")
         for reader in self._readers:
             reader.join(timeout=5)
@@ -144,9 +163,14 @@ class Cli:
     def __call__(self, *args: str, env: dict[str, str] | None = None, timeout: float = 60,
                  check: bool = True) -> Ran:
         """Run `pgjobs ARGS` to completion; with `check`, a non-zero exit fails the test."""
-        done = subprocess.run([*PGJOBS, *args], env=env or self.env(), stdin=subprocess.DEVNULL,
-                              capture_output=True, text=True, timeout=timeout)
-        ran = Ran(args, done.returncode, done.stdout, done.stderr)
+        with subprocess.Popen([*PGJOBS, *args], env=env or self.env(), stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) as popen:
+            try:
+                stdout, stderr = popen.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                stderr = _stacks_then_kill(popen)
+                pytest.fail(f"pgjobs {' '.join(args)} still running after {timeout}s\n--- stderr ---\n{stderr}")
+        ran = Ran(args, popen.returncode, stdout, stderr)
         if check and ran.returncode != 0:
             pytest.fail(f"pgjobs {' '.join(args)} exited {ran.returncode}\n--- stdout ---\n{ran.stdout}\n"
                         f"--- stderr ---\n{ran.stderr}")

@@ -1,5 +1,5 @@
 """`pgjobs worker`: the daemon, and the periodic-job scheduler beside it. SIGTERM/SIGINT stop both
-gracefully; a second signal hurries the worker."""
+gracefully; a second signal hurries the worker; SIGUSR1 logs what each of its tasks awaits."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import List, Optional
 import typer
 from psycopg.conninfo import conninfo_to_dict
 
-from pgjobs import __version__, database, logs, migrations
+from pgjobs import __version__, database, logs, migrations, stacks
 from pgjobs.app import App, WorkerResources
 from pgjobs.errors import ConfigError
 from pgjobs.cli.common import cli
@@ -127,6 +127,7 @@ async def _serve(worker: Worker, scheduler: Scheduler | None) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
+    stacks.install(loop)  # SIGUSR1: what each task awaits, for a worker that will not stop
     scheduling = None
     if scheduler is not None and scheduler.schedules:
         scheduling = asyncio.create_task(scheduler.run(), name="periodic")

@@ -246,3 +246,24 @@ def test_sigterm_past_the_grace_hands_running_jobs_back_without_spending_attempt
     logged = worker.outcomes()
     assert sorted(e["job_id"] for e in logged) == sorted(ids)
     assert {(e["outcome"], e["state"]) for e in logged} == {("hand_back", "queued")}
+
+
+# --- 6. SIGUSR1 -----------------------------------------------------------------------------------
+
+
+def test_sigusr1_logs_what_each_task_awaits_and_the_worker_goes_on(cli, fresh_dsn, sql, wait_for, tmp_path):
+    [job] = _enqueue_from_file(cli, sql, fresh_dsn, tmp_path, [{"sleep_ms": 20000}])
+    worker = cli.start("worker", env=cli.env(PGJOBS_SHUTDOWN_GRACE_SECONDS="0.2"))
+    wait_for(lambda: _all_running(sql, fresh_dsn, [job]), 20, "the job to be running")
+
+    worker.signal(signal.SIGUSR1)
+    tasks = wait_for(lambda: [e for e in worker.logs() if e["logger"] == "pgjobs.stacks" and "awaits" in e], 10,
+                     "the task lines")
+    # The job's task, down to the handler's sleep and what that awaits: where a hang would be.
+    assert any(re.search(r"registry\.py:\d+ in run_noop -> .* in sleep -> awaiting \w+$", t["awaits"])
+               for t in tasks), [(t["msg"], t["awaits"]) for t in tasks]
+    assert any("in _listen" in t["awaits"] for t in tasks), tasks  # the listener, waiting on its socket
+
+    worker.signal(signal.SIGTERM)  # still a worker: it stops as ever
+    assert worker.wait(timeout=15) == 0
+    assert sql(fresh_dsn, "SELECT state::text FROM pgjobs.jobs WHERE id = %s", (job,)) == [("queued",)]
