@@ -70,6 +70,8 @@ class Settings(BaseSettings):
     retention_interval: float = Field(default=600.0, gt=0)
     retention_batch: int = Field(default=1000, ge=1)
     retention_vacuum_after: int = Field(default=100_000, ge=0)  # jobs pruned that call for a VACUUM (0: never)
+    # Outcomes a worker writes between two VACUUMs of jobs_live, the claim table (pgjobs/queue/vacuum.py; 0: never).
+    live_vacuum_after: int = Field(default=defaults.LIVE_VACUUM_AFTER, ge=0)
 
     # Bounded waits on every connection (docs/settings.md "Connections"); 0 turns one off.
     connect_timeout: float = Field(default=10.0, ge=0)  # seconds to establish a connection

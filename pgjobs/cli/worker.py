@@ -50,6 +50,7 @@ async def run_worker(app: App, settings: Settings, dsn: str, *, queues: list[str
                 retention=None if not settings.retention_days else Retention(
                     settings.retention_days, interval=settings.retention_interval, batch=settings.retention_batch,
                     vacuum_after=settings.retention_vacuum_after),
+                live_vacuum_after=settings.live_vacuum_after,
                 worker_id=worker_id, timeouts=timeouts,
             )
             if settings.otel:  # after the lifespan: an app may configure its TracerProvider there

@@ -8,3 +8,4 @@ POLL_INTERVAL = 2.0  # seconds between claims of an idle worker when no NOTIFY a
 SHUTDOWN_GRACE = 10.0  # seconds running jobs get to finish after SIGTERM before they are handed back
 CONCURRENCY = 10  # jobs a worker runs at once
 HANDOFF = True  # an idle worker offers its free slots: an autocommit enqueue hands it the job at once
+LIVE_VACUUM_AFTER = 50_000  # outcomes a worker writes between two VACUUMs of jobs_live (pgjobs.queue.vacuum)

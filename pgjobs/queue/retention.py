@@ -30,10 +30,12 @@ import psycopg
 
 from pgjobs.queue.faults import UNAVAILABLE, FaultLog
 from pgjobs.queue.jobs import Q
+from pgjobs.queue.vacuum import Beside, vacuum
 
 log = logging.getLogger("pgjobs.retention")
 # The transaction advisory lock of a retention step: 'pgjobspr' as a bigint, apart from job-derived keys.
 PRUNER_LOCK_KEY = int.from_bytes(b"pgjobspr", "big")
+FINISHED = "pgjobs.jobs_finished"  # what retention VACUUMs: every day partition, where it deleted
 
 
 @dataclass
@@ -79,7 +81,7 @@ class Retention:
         self.vacuum_after = vacuum_after  # jobs deleted since the last VACUUM that call for one (0: never)
         self._unvacuumed = 0
         self._pool = None  # set by run(): its VACUUMs then run beside the pruning, on their own connection
-        self._vacuuming: asyncio.Task | None = None
+        self._vacuuming = Beside()
         self._next = 0.0
         self._after: int | None = None  # where an unfinished pass goes on; None: start a new one
         self._cutoff: datetime | None = None
@@ -105,8 +107,7 @@ class Retention:
                 # Behind (_next is 0): straight on, yielding to the worker's other tasks between turns.
                 await asyncio.sleep(max(self._next - time.monotonic(), 0.0))
         finally:
-            if self._vacuuming is not None:
-                self._vacuuming.cancel()
+            self._vacuuming.cancel()
 
     async def tick(self, conn: psycopg.AsyncConnection) -> int:
         """Prune when due; returns the jobs deleted (0 when not due)."""
@@ -151,37 +152,21 @@ class Retention:
         self._after, self._size, self._next = None, self.batch, time.monotonic() + wait
 
     async def _start_vacuum(self, conn: psycopg.AsyncConnection) -> None:
-        """VACUUM now on `conn` (a tick called on its own), or, under run(), in a task of its own
-        beside the pruning (one at a time): a VACUUM of a table a fast drain churns takes seconds
-        (2.5 s in the soak at 32,000 jobs/s), and pruning that waited for it fell behind."""
+        """VACUUM the finished partitions now on `conn` (a tick called on its own), or, under run(),
+        in a task of its own beside the pruning (one at a time): a VACUUM of a table a fast drain
+        churns takes seconds (2.5 s in the soak at 32,000 jobs/s), and pruning that waited for it
+        fell behind. Space the pass freed is then reusable at once, not at autovacuum's next visit
+        (a database is visited once a minute: autovacuum_naptime): inserts otherwise extend the
+        table meanwhile. It also cuts emptied days' files down, so the workers' partition upkeep
+        can drop them (pgjobs.queue.maintenance.maintain_partitions). jobs_live, where the claims'
+        and completions' dead versions are, is the worker's own LiveVacuum's (pgjobs.queue.vacuum)."""
+        pruned, self._unvacuumed = self._unvacuumed, 0
+
+        def done(seconds: float) -> None:
+            log.info("retention: vacuumed %s after %d job(s) pruned in %.1fs", FINISHED, pruned, seconds)
+
         if self._pool is None:
-            await self._vacuum(conn)
-        elif self._vacuuming is None or self._vacuuming.done():
-            self._vacuuming = asyncio.create_task(self._vacuum_beside(self._pool))
-
-    async def _vacuum_beside(self, pool) -> None:
-        try:
-            async with pool.connection() as conn:
-                await self._vacuum(conn)
-        except psycopg.Error as exc:  # the database away, or no connection free: the next one tries again
-            log.warning("retention: VACUUM pgjobs.jobs not run (%s)", exc)
-
-    async def _vacuum(self, conn: psycopg.AsyncConnection) -> None:
-        """Space the pass freed made reusable now, not at autovacuum's next visit (a database is
-        visited once a minute: autovacuum_naptime): inserts otherwise extend the table meanwhile.
-        SKIP_LOCKED: never waits for autovacuum or another worker's VACUUM; a role that does not
-        own the table gets a warning from the server and nothing happens. Every partition: the
-        pruned rows are in jobs_finished's days, and the claims' and completions' dead versions in
-        jobs_live, which left alone grew to ~2.5x its size in a soak (1,000,000 jobs in 43 s,
-        inside one autovacuum_naptime). It also cuts emptied days' files down, so the workers'
-        partition upkeep can drop them (pgjobs.queue.maintenance.maintain_partitions)."""
-        started, pruned, self._unvacuumed = time.monotonic(), self._unvacuumed, 0
-        try:
-            await conn.execute("VACUUM (SKIP_LOCKED) pgjobs.jobs")
-        except UNAVAILABLE:
-            raise
-        except psycopg.Error as exc:
-            log.warning("retention: VACUUM pgjobs.jobs failed (%s)", exc)
-            return
-        log.info("retention: vacuumed pgjobs.jobs after %d job(s) pruned in %.1fs", pruned,
-                 time.monotonic() - started)
+            if (seconds := await vacuum(conn, FINISHED)) is not None:
+                done(seconds)
+        else:
+            self._vacuuming.start(self._pool, FINISHED, done)

@@ -45,6 +45,7 @@ from pgjobs.queue.outcomes import HandBack
 from pgjobs.queue.floors import ClaimFloors
 from pgjobs.queue.producer import Producer
 from pgjobs.queue.registry import Registry
+from pgjobs.queue.vacuum import LiveVacuum
 
 if TYPE_CHECKING:
     from pgjobs.database import Timeouts
@@ -100,10 +101,12 @@ class Worker(Producer, GroupCommitter):
         app_name: str = "pgjobs",
         handoff: bool = defaults.HANDOFF,
         retention: Retention | None = None,
+        live_vacuum_after: int = defaults.LIVE_VACUUM_AFTER,
         timeouts: "Timeouts | None" = None,
     ) -> None:
         """`timeouts`: the bounded waits of the worker's own sessions (claimer, listener) and of
-        its upkeep statements (default: the PGJOBS_* settings' defaults); the pool brings its own."""
+        its upkeep statements (default: the PGJOBS_* settings' defaults); the pool brings its own.
+        `live_vacuum_after`: outcomes written between two VACUUMs of jobs_live (pgjobs.queue.vacuum; 0: never)."""
         from pgjobs.database import Timeouts  # pgjobs.database -> settings -> pgjobs.queue: import late
 
         self.pool = pool
@@ -131,6 +134,7 @@ class Worker(Producer, GroupCommitter):
         self.executor = Executor(registry, pool, limits, self.worker_id, state, on_error)
         self.conninfo = conninfo
         self.retention = retention  # finished families pruned by a loop of its own (pgjobs.queue.retention)
+        self.live_vacuum = LiveVacuum(pool, live_vacuum_after)
         # Hand-off (pgjobs.queue.handoff): jobs leased to this worker arrive on its own channel.
         # An offer lives through two missed refreshes (pgjobs.queue.handoff, "Liveness"): an idle
         # worker claims at least every 1.2 poll intervals (jitter), its listener probes every interval.
@@ -200,6 +204,7 @@ class Worker(Producer, GroupCommitter):
                 await self._close_claimer()
                 for task in (listener, *upkeep):
                     task.cancel()
+                self.live_vacuum.cancel()
                 await self._done.join()
                 await self._hand_back_orphans()
                 for completer in completers:
@@ -252,10 +257,11 @@ class Worker(Producer, GroupCommitter):
         """The completer's group write (pgjobs.queue.completer), timed for the `committed` hook."""
         if self.hooks.committed is None:
             await super()._write(batch)
-            return
-        started = time.perf_counter()
-        await super()._write(batch)
-        self.hooks.committed(len(batch), time.perf_counter() - started)
+        else:
+            started = time.perf_counter()
+            await super()._write(batch)
+            self.hooks.committed(len(batch), time.perf_counter() - started)
+        self.live_vacuum.wrote(len(batch))
 
     # --- upkeep -------------------------------------------------------------------------------
 

@@ -214,3 +214,41 @@ async def test_a_worker_with_retention_prunes_while_it_runs(fresh_dsn):
             assert (await cur.fetchone())[0] == 3
     finally:
         await pool.close()
+
+
+LIVE_VACUUMS = "SELECT vacuum_count FROM pg_stat_user_tables WHERE relid = 'pgjobs.jobs_live'::regclass"
+
+
+async def test_a_worker_vacuums_the_claim_table_after_every_n_outcomes_it_writes(fresh_dsn):
+    """LiveVacuum (pgjobs.queue.vacuum): every `live_vacuum_after` outcomes written, a VACUUM of
+    jobs_live beside the worker's loops; counted by the worker and by the server's statistics (a
+    manual VACUUM: vacuum_count, not autovacuum_count)."""
+    from pgjobs.database import open_pool
+    from pgjobs.queue import RateLimits, Worker, default_registry
+
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        before = conn.execute(LIVE_VACUUMS).fetchone()[0]
+    pool = await open_pool(fresh_dsn, max_size=4)
+    worker = Worker(pool, default_registry(), conninfo=fresh_dsn, limits=RateLimits(pool, {}), live_vacuum_after=100)
+    task = asyncio.create_task(worker.run())
+
+    async def ran(vacuums: int) -> None:
+        deadline = time.monotonic() + 10
+        while worker.live_vacuum.runs < vacuums and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)  # the jobs, then the VACUUM task they set off
+        assert worker.live_vacuum.runs == vacuums
+
+    try:
+        with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+            enqueue_many(conn, [JobSpec(kind="noop")] * 150)  # one VACUUM at the 100th-odd outcome
+            await ran(1)
+            enqueue_many(conn, [JobSpec(kind="noop")] * 100)  # 40-50 left over + 100: one more
+            await ran(2)
+            deadline = time.monotonic() + 10
+            while conn.execute(LIVE_VACUUMS).fetchone()[0] < before + 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)  # the server's statistics catch up
+            assert conn.execute(LIVE_VACUUMS).fetchone()[0] == before + 2
+    finally:
+        worker.stop()
+        await task
+        await pool.close()

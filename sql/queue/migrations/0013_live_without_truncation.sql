@@ -1,0 +1,12 @@
+-- VACUUM never truncates jobs_live, the claim table (issue 16).
+--
+-- A VACUUM that finds empty pages at the end of a table cuts the file down, under an ACCESS
+-- EXCLUSIVE lock on the table: while it holds it, no claim, heartbeat or completion runs, and a
+-- standby replaying it cancels its conflicting queries. jobs_live empties and refills all day
+-- (every job is inserted, claimed and moved out at its end), so what a truncation gives back the
+-- next inserts extend again at once. Seen in the soak (bin/bench): a VACUUM of jobs_live under a
+-- 30,000 jobs/s drain "truncated 15296 to 12207 pages". Applies to autovacuum and to every manual
+-- VACUUM without an explicit TRUNCATE option, the workers' own included (pgjobs.queue.vacuum).
+-- The finished jobs' partitions keep truncation: retention empties past days, and the workers'
+-- partition upkeep drops a day once VACUUM has cut its file to nothing.
+ALTER TABLE pgjobs.jobs_live SET (vacuum_truncate = false);
