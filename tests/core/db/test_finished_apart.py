@@ -65,7 +65,7 @@ def test_an_old_layout_upgrades_in_place_rows_views_and_leases_kept(empty_dsn):
         before = conn.execute(f"SELECT {COLUMNS}, state::text FROM pgjobs.jobs ORDER BY id").fetchall()
 
     applied = migrations.migrate(empty_dsn)
-    assert [m.version for m in applied] == [11, 12]
+    assert [m.version for m in applied] == [m.version for m in QUEUE.migrations() if m.version >= 11]  # 11 on
 
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert conn.execute(f"SELECT {COLUMNS}, state::text FROM pgjobs.jobs ORDER BY id").fetchall() == before

@@ -49,7 +49,8 @@ def test_an_upgrade_keeps_the_finished_rows_as_history_and_new_ends_go_to_today(
         conn.execute("CREATE VIEW public.my_finished AS SELECT id, state FROM pgjobs.jobs_finished")
         before = conn.execute("SELECT id, finished_at FROM pgjobs.jobs ORDER BY id").fetchall()
 
-    assert [m.version for m in migrations.migrate(empty_dsn)] == [12]
+    assert [m.version for m in migrations.migrate(empty_dsn)] == [
+        m.version for m in migrations.QUEUE.migrations() if m.version >= 12]  # 12 and any later
 
     with psycopg.connect(empty_dsn, autocommit=True) as conn:
         assert conn.execute("SELECT id, finished_at FROM pgjobs.jobs ORDER BY id").fetchall() == before
