@@ -289,7 +289,7 @@ CREATE TABLE pgjobs.jobs_live (
     CONSTRAINT jobs_max_attempts_check CHECK ((max_attempts >= 1)),
     CONSTRAINT jobs_queue_check CHECK ((queue <> ''::text))
 )
-WITH (fillfactor='90', autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0', vacuum_truncate='false');
+WITH (fillfactor='90', autovacuum_vacuum_scale_factor='0.02', autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_cost_delay='0');
 
 CREATE TABLE pgjobs.migrations (
     component text NOT NULL,
