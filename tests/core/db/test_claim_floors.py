@@ -67,6 +67,26 @@ def test_an_idle_claim_behind_an_old_snapshot_does_not_walk_the_dead_prefix(fres
     assert floored_2k <= 10 and floored_8k <= 10 and wait_2k <= 10 and wait_8k <= 10, figures
 
 
+def test_an_idle_claim_after_a_vacuum_of_the_emptied_claim_table_stays_bounded(fresh_dsn, old_snapshot):
+    """A VACUUM (a worker's own: pgjobs.queue.vacuum, or autovacuum) of jobs_live once every job
+    moved out, behind an old snapshot: it may neither remove the dead rows nor truncate, and records
+    0 rows over the table's pages. The planner then takes the table for empty; joined with the
+    jobs to claim, it put jobs_live first and read its whole primary key, dead entries and all."""
+    floors = ClaimFloors(["default"], ["noop"], margin=0.0)
+    with psycopg.connect(fresh_dsn, autocommit=True) as conn:
+        enqueue_many(conn, [JobSpec(kind="noop") for _ in range(8_000)])
+        while _claim(conn, floors, limit=500):
+            pass
+        conn.execute("UPDATE pgjobs.jobs SET state = 'succeeded', finished_at = now(), lease_token = NULL,"
+                     " lease_expires_at = NULL WHERE state = 'running'")
+        conn.execute("VACUUM pgjobs.jobs_live")
+        pages, rows = conn.execute("SELECT relpages, reltuples FROM pg_class"
+                                   " WHERE oid = 'pgjobs.jobs_live'::regclass").fetchone()
+        assert pages > 50 and rows == 0  # the state the planner misread
+        floored = _buffers(conn, Q["claim_jobs"], _idle_claim_params(floors.params(claim=False)))
+    assert floored <= 10, floored
+
+
 def test_a_job_committed_after_a_later_one_was_claimed_is_found_within_the_margin(fresh_dsn):
     with psycopg.connect(fresh_dsn, autocommit=True) as conn, psycopg.connect(fresh_dsn) as late:
         early = enqueue(late, "noop").id  # run_at = its transaction's start; not committed yet
