@@ -82,6 +82,7 @@ def time_claims(dsn: str, runs: int, ranges: dict) -> dict:
     query = Q["claim_jobs"]
     with psycopg.connect(dsn, autocommit=True, prepare_threshold=0) as conn:
         conn.execute("SET plan_cache_mode = force_generic_plan")
+        conn.execute("SET enable_seqscan = off")  # as the worker's claimer (pgjobs.queue.producer)
         samples = []
         for _ in range(runs + 5):  # 5 warm-ups: prepare, first offer written
             params = claim_params(query, limit, concurrency, ranges) | {"lease_token": uuid.uuid4()}
