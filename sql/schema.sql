@@ -10,18 +10,78 @@ CREATE TYPE pgjobs.job_state AS ENUM (
     'cancelled'
 );
 
+CREATE FUNCTION pgjobs.apply_outcomes(p_ids bigint[], p_tokens uuid[], p_outcomes text[], p_delays double precision[], p_errors text[], p_tracebacks text[]) RETURNS TABLE(id bigint, state text)
+    LANGUAGE sql
+    SET enable_seqscan TO 'off'
+    SET enable_nestloop TO 'off'
+    SET enable_hashjoin TO 'on'
+    SET enable_mergejoin TO 'on'
+    AS $$
+WITH ended AS (
+    DELETE FROM pgjobs.jobs_live j
+    USING unnest(p_ids, p_tokens, p_outcomes, p_delays, p_errors, p_tracebacks)
+          AS o(id, token, outcome, delay, error, traceback)
+    WHERE j.id = ANY (p_ids) AND j.id = o.id AND j.lease_token = o.token  -- running: CHECK jobs_lease
+      AND (o.outcome IN ('complete', 'discard')
+           OR (o.outcome NOT IN ('snooze', 'hand_back') AND j.attempt - j.snoozes >= j.max_attempts))
+    RETURNING j.*, o.outcome, o.delay, o.error, o.traceback
+), finished AS (
+    INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
+        attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
+        lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
+    SELECT e.id, e.root_id, e.parent_id, e.kind, e.queue, e.payload,
+           CASE WHEN e.outcome = 'complete' THEN 'succeeded' ELSE 'failed' END::pgjobs.job_state, e.priority,
+           CASE WHEN e.outcome = 'retry' THEN now() + make_interval(secs => e.delay) ELSE e.run_at END,
+           e.attempt, e.snoozes, e.max_attempts, e.backoff_base_ms, e.backoff_cap_ms, e.dedupe_key, NULL, NULL,
+           e.worker_id,
+           CASE WHEN e.outcome = 'complete' THEN e.last_error ELSE e.error END,
+           CASE WHEN e.outcome = 'complete' THEN e.errors
+                ELSE e.errors || jsonb_build_array(jsonb_build_object(
+                    'attempt', e.attempt, 'at', now(), 'outcome', e.outcome, 'error', e.error)
+                    || CASE WHEN e.traceback IS NULL THEN '{}'::jsonb
+                            ELSE jsonb_build_object('traceback', e.traceback) END) END,
+           e.created_at, e.attempted_at, now()
+    FROM ended e
+    RETURNING jobs_finished.id, jobs_finished.state::text AS state
+), requeued AS (
+    UPDATE pgjobs.jobs_live j
+    SET state = 'queued',
+        run_at = now() + make_interval(secs => o.delay),
+        attempt = j.attempt - (o.outcome = 'hand_back')::int,
+        snoozes = j.snoozes + (o.outcome = 'snooze')::int,
+        last_error = o.error,
+        errors = j.errors || jsonb_build_array(jsonb_build_object(
+                     'attempt', j.attempt, 'at', now(), 'outcome', o.outcome, 'error', o.error)
+                     || CASE WHEN o.traceback IS NULL THEN '{}'::jsonb
+                             ELSE jsonb_build_object('traceback', o.traceback) END),
+        lease_token = NULL, lease_expires_at = NULL
+    FROM unnest(p_ids, p_tokens, p_outcomes, p_delays, p_errors, p_tracebacks)
+         AS o(id, token, outcome, delay, error, traceback)
+    WHERE j.id = ANY (p_ids) AND j.id = o.id AND j.lease_token = o.token
+      AND NOT (o.outcome IN ('complete', 'discard')
+               OR (o.outcome NOT IN ('snooze', 'hand_back') AND j.attempt - j.snoozes >= j.max_attempts))
+    RETURNING j.id, j.state::text AS state
+)
+SELECT f.id, f.state FROM finished f
+UNION ALL
+SELECT r.id, r.state FROM requeued r
+$$;
+
 CREATE FUNCTION pgjobs.complete_jobs(p_ids text, p_slots text, p_tokens uuid[]) RETURNS SETOF bigint
     LANGUAGE plpgsql
     SET enable_seqscan TO 'off'
-    SET enable_hashjoin TO 'off'
-    SET enable_mergejoin TO 'off'
+    SET enable_nestloop TO 'off'
+    SET enable_hashjoin TO 'on'
+    SET enable_mergejoin TO 'on'
     AS $$
+DECLARE
+    v_ids bigint[] := string_to_array(p_ids, ',')::bigint[];
 BEGIN
     RETURN QUERY
     WITH done AS (
         DELETE FROM pgjobs.jobs_live j
-        USING unnest(string_to_array(p_ids, ',')::bigint[], string_to_array(p_slots, ',')::int[]) AS o(id, slot)
-        WHERE j.id = o.id AND j.lease_token = p_tokens[o.slot]  -- running: CHECK jobs_lease
+        USING unnest(v_ids, string_to_array(p_slots, ',')::int[]) AS o(id, slot)
+        WHERE j.id = ANY (v_ids) AND j.id = o.id AND j.lease_token = p_tokens[o.slot]  -- running: CHECK jobs_lease
         RETURNING j.*
     ), finished AS (
         INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
@@ -35,6 +95,19 @@ BEGIN
     )
     SELECT f.id FROM finished f;
 END
+$$;
+
+CREATE FUNCTION pgjobs.extend_leases(p_ids bigint[], p_tokens uuid[], p_lease_seconds double precision) RETURNS SETOF bigint
+    LANGUAGE sql
+    SET enable_seqscan TO 'off'
+    SET enable_nestloop TO 'off'
+    SET enable_hashjoin TO 'on'
+    SET enable_mergejoin TO 'on'
+    AS $$
+UPDATE pgjobs.jobs_live j
+FROM unnest(p_ids, p_tokens) AS t(id, token)
+WHERE j.id = ANY (p_ids) AND j.id = t.id AND j.lease_token = t.token
+RETURNING j.id
 $$;
 
 CREATE FUNCTION pgjobs.maintain_finished_partitions(p_ahead interval DEFAULT '2 days'::interval, p_now timestamp with time zone DEFAULT now()) RETURNS TABLE(partition text, action text)

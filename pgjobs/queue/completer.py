@@ -74,8 +74,10 @@ def _complete_params(items: Iterable[Finished]) -> dict[str, Any]:
 # and growth alone never invalidates it: made while the queue was small (a warm-up, an idle spell)
 # it was a seq scan, and after a burst every 5-job group read the whole table
 # (tests/core/db/test_plans_after_analyze.py; docs/performance.md). complete_jobs, the hot one,
-# is prepared: its function plans with seq scans off (queue migration 0011), since planning it on
-# every call cost ~10 % of a drain at concurrency 10.
+# is prepared: its function plans with seq scans off (queue migrations 0011, 0013), since planning
+# it on every call cost ~10 % of a drain at concurrency 10. All three statements live in functions
+# that take the rows by `id = ANY` with nested loops off (0013): statistics that say jobs_live is
+# empty cannot put it first in a join.
 PREPARE_KEYED = False
 
 

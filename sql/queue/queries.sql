@@ -241,60 +241,16 @@ SELECT * FROM claimed;
 -- attempt's `errors` entry. Returns the rows that still held their lease, with their new state;
 -- the row locks this takes keep rescuer and cancel away until the caller's transaction commits.
 -- A terminal outcome moves the row to jobs_finished (migration 0011); the rest stay in jobs_live.
--- Both branches read the same snapshot and split the group on the same condition (each unnests
--- the arrays itself: a shared CTE made the planner hash-join a seq scan of jobs_live).
-WITH ended AS (
-    DELETE FROM pgjobs.jobs_live j
-    USING unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delays)b::float8[],
-                %(errors)b::text[], %(tracebacks)b::text[]) AS o(id, token, outcome, delay, error, traceback)
-    WHERE j.id = o.id AND j.lease_token = o.token  -- a set lease_token means running (CHECK jobs_lease)
-      AND (o.outcome IN ('complete', 'discard')
-           OR (o.outcome NOT IN ('snooze', 'hand_back') AND j.attempt - j.snoozes >= j.max_attempts))
-    RETURNING j.*, o.outcome, o.delay, o.error, o.traceback
-), finished AS (
-    INSERT INTO pgjobs.jobs_finished (id, root_id, parent_id, kind, queue, payload, state, priority, run_at,
-        attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, lease_token,
-        lease_expires_at, worker_id, last_error, errors, created_at, attempted_at, finished_at)
-    SELECT id, root_id, parent_id, kind, queue, payload,
-           CASE WHEN o.outcome = 'complete' THEN 'succeeded' ELSE 'failed' END::pgjobs.job_state, priority,
-           CASE WHEN o.outcome = 'retry' THEN now() + make_interval(secs => delay) ELSE run_at END,
-           attempt, snoozes, max_attempts, backoff_base_ms, backoff_cap_ms, dedupe_key, NULL, NULL, worker_id,
-           CASE WHEN o.outcome = 'complete' THEN last_error ELSE error END,
-           CASE WHEN o.outcome = 'complete' THEN errors
-                ELSE errors || jsonb_build_array(jsonb_build_object(
-                    'attempt', attempt, 'at', now(), 'outcome', o.outcome, 'error', error)
-                    || CASE WHEN traceback IS NULL THEN '{}'::jsonb
-                            ELSE jsonb_build_object('traceback', traceback) END) END,
-           created_at, attempted_at, now()
-    FROM ended o
-    RETURNING id, state::text AS state
-), requeued AS (
-    UPDATE pgjobs.jobs_live j
-    SET state = 'queued',
-        run_at = now() + make_interval(secs => o.delay),
-        attempt = j.attempt - (o.outcome = 'hand_back')::int,
-        snoozes = j.snoozes + (o.outcome = 'snooze')::int,
-        last_error = o.error,
-        errors = j.errors || jsonb_build_array(jsonb_build_object(
-                     'attempt', j.attempt, 'at', now(), 'outcome', o.outcome, 'error', o.error)
-                     || CASE WHEN o.traceback IS NULL THEN '{}'::jsonb
-                             ELSE jsonb_build_object('traceback', o.traceback) END),
-        lease_token = NULL, lease_expires_at = NULL
-    FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[], %(delays)b::float8[],
-                %(errors)b::text[], %(tracebacks)b::text[]) AS o(id, token, outcome, delay, error, traceback)
-    WHERE j.id = o.id AND j.lease_token = o.token
-      AND NOT (o.outcome IN ('complete', 'discard')
-               OR (o.outcome NOT IN ('snooze', 'hand_back') AND j.attempt - j.snoozes >= j.max_attempts))
-    RETURNING j.id, j.state::text AS state
-)
-SELECT id, state FROM finished
-UNION ALL
-SELECT id, state FROM requeued;
+-- The statement lives in the function pgjobs.apply_outcomes (queue migration 0013): it finds the
+-- group's rows by `id = ANY`, planned with nested loops off, whatever jobs_live's statistics say.
+SELECT id, state FROM pgjobs.apply_outcomes(%(ids)b::bigint[], %(tokens)b::uuid[], %(outcomes)b::text[],
+                                            %(delays)b::float8[], %(errors)b::text[], %(tracebacks)b::text[]);
 
 -- name: complete_jobs
 -- apply_outcomes for a group whose every outcome is `complete` (the common case), fenced the same
--- way: the function pgjobs.complete_jobs (queue migration 0011, where its statement lives) moves
--- the group's rows from jobs_live to jobs_finished and returns their ids. Its parameters are text:
+-- way: the function pgjobs.complete_jobs (queue migrations 0011 and 0013, where its statement
+-- lives) moves the group's rows from jobs_live to jobs_finished and returns their ids. Its
+-- parameters are text:
 -- psycopg adapts a list parameter element by element in Python (~1 µs per job and array, measured)
 -- while the caller's str.join is ~50x cheaper. %(ids)s is "id,id,…"; %(slots)s gives each job's
 -- 1-based index into %(tokens)b, the group's distinct lease tokens (one per claim), so every job
@@ -310,12 +266,9 @@ SELECT id FROM pgjobs.complete_jobs(%(ids)s, %(slots)s, %(tokens)b::uuid[]) AS i
 -- No `state = 'running'` here, in complete_jobs or in apply_outcomes: a set lease token means
 -- running (CHECK jobs_lease), and that predicate let the planner, on statistics taken while the
 -- jobs were queued, walk jobs_running_idx (estimate: 1 row) and re-scan the group's ids once per
--- running job (tests/core/db/test_plans_after_analyze.py; docs/performance.md).
-UPDATE pgjobs.jobs_live j
-SET lease_expires_at = now() + make_interval(secs => %(lease_seconds)s)
-FROM unnest(%(ids)b::bigint[], %(tokens)b::uuid[]) AS t(id, token)
-WHERE j.id = t.id AND j.lease_token = t.token
-RETURNING j.id;
+-- running job (tests/core/db/test_plans_after_analyze.py; docs/performance.md). The statement lives in
+-- the function pgjobs.extend_leases (queue migration 0013), planned like apply_outcomes.
+SELECT id FROM pgjobs.extend_leases(%(ids)b::bigint[], %(tokens)b::uuid[], %(lease_seconds)s::float8) AS id;
 
 -- name: rescue_expired
 -- Re-queue running jobs whose lease expired (their worker died); the lost run counts as an attempt.
