@@ -6,6 +6,7 @@ import re
 from pgjobs.queue import Complete, Discard, HandBack, JobSpec, Retry, Snooze, Worker, defaults
 from pgjobs.queue.jobs import Q
 from pgjobs.settings import Settings
+from pgjobs.sqlfiles import sql_dir
 
 
 def test_jobspec_worker_and_settings_take_their_defaults_from_one_module(monkeypatch):
@@ -33,8 +34,13 @@ def test_hand_offs_can_be_switched_off_from_the_environment(monkeypatch):
 def test_each_outcome_carries_the_one_name_the_sql_knows_it_by():
     outcomes = [Complete(), Retry("e"), Snooze(5), Discard("d"), HandBack("h")]
     assert [o.name for o in outcomes] == ["complete", "retry", "snooze", "discard", "hand_back"]
-    # Every name apply_outcomes compares o.outcome with: `o.outcome = 'x'` or `o.outcome IN ('x', 'y')`.
-    compared = re.findall(r"o\.outcome (?:= '\w+'|IN \([^)]*\))", Q["apply_outcomes"])
+    # Every name the function behind apply_outcomes (queue migration 0013; its current text in the
+    # schema snapshot) compares an outcome with: `o.outcome = 'x'` or `e.outcome IN ('x', 'y')`.
+    assert "pgjobs.apply_outcomes(" in Q["apply_outcomes"]
+    schema = (sql_dir() / "queue" / "schema.sql").read_text(encoding="utf-8")
+    body = schema[schema.index("CREATE FUNCTION pgjobs.apply_outcomes("):]
+    body = body[:body.index("\n$$;")]
+    compared = re.findall(r"\b[eo]\.outcome (?:= '\w+'|IN \([^)]*\))", body)
     sql_names = {name for text in compared for name in re.findall(r"'(\w+)'", text)}
     assert sql_names == {o.name for o in outcomes}, sql_names
     assert [o.error for o in outcomes] == [None, "e", "snoozed", "d", "h"]
