@@ -721,9 +721,9 @@ CREATE INDEX album_artist_artist_idx ON public.album_artist USING btree (artist_
 
 CREATE INDEX album_stale_idx ON public.album USING btree (COALESCE(GREATEST(enriched_at, reenrich_queued_at), '-infinity'::timestamp with time zone), id) WHERE (musicbrainz_id IS NOT NULL);
 
-CREATE INDEX album_title_trgm_idx ON public.album USING gin (title public.gin_trgm_ops);
+CREATE INDEX album_title_trgm_idx ON public.album USING gin (title public.gin_trgm_ops) WITH (fastupdate=off);
 
-CREATE INDEX artist_name_trgm_idx ON public.artist USING gin (name public.gin_trgm_ops);
+CREATE INDEX artist_name_trgm_idx ON public.artist USING gin (name public.gin_trgm_ops) WITH (fastupdate=off);
 
 CREATE UNIQUE INDEX enrichment_log_attempt_idx ON public.enrichment_log USING btree (job_id, attempt) WHERE (job_id IS NOT NULL);
 
@@ -733,7 +733,7 @@ CREATE INDEX enrichment_log_parent_job_idx ON public.enrichment_log USING btree 
 
 CREATE INDEX enrichment_log_roots_idx ON public.enrichment_log USING btree (created_at DESC) WHERE is_root_job;
 
-CREATE INDEX track_title_trgm_idx ON public.track USING gin (title public.gin_trgm_ops);
+CREATE INDEX track_title_trgm_idx ON public.track USING gin (title public.gin_trgm_ops) WITH (fastupdate=off);
 
 ALTER INDEX pgjobs.jobs_finished_at_idx ATTACH PARTITION pgjobs.jobs_finished_default_finished_at_state_idx;
 
