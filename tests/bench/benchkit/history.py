@@ -11,8 +11,8 @@ checksum over the migrations it was built with and the generator's source: a run
 key reuses it (a marker row, written last, says the load finished), a changed schema or generator
 loads afresh (and drops the older caches). The run prints how long the load took.
 
-Per setting (the worker's default concurrency 10, DEFAULT_PAIRS pairs of N jobs, and the bench's
-drain setting, --reps pairs of BENCH_SETTING_N), back to back, every other pair in the other order:
+Per setting (the worker's default concurrency 10, PAIRS pairs of N jobs, and the bench's drain
+setting, PAIRS pairs of BENCH_SETTING_N), back to back, every other pair in the other order:
 the empty database (made fresh, migrated the same way) drains the no-op jobs, and the history
 database does; each run is verified exactly-once on the `noop` jobs
 (drivers/pgjobs_history_driver.py deletes the previous runs' `noop` jobs first and VACUUMs, so the
@@ -48,9 +48,11 @@ VIEWS_TARGET_MS = 10.0
 DRAIN_GOAL = 0.9
 CACHE_PREFIX = "bench_hist_"
 DEFAULT_CONCURRENCY = 10
-# Pairs at the default setting (at least; --reps when more): its drains are short (N at concurrency
-# 10: ~10 s), and three pairs' median moved 0.82-1.08x from run to run.
-DEFAULT_PAIRS = 5
+# Pairs per setting (at least; --reps when more; --quick keeps its --reps at the bench's setting).
+# At the default setting (N at concurrency 10: ~10 s) three pairs' median moved 0.82-1.08x from
+# run to run; at the bench's (80,000 jobs in ~3 s) one run's three pairs read 0.90 1.14 0.79: a
+# checkpoint or a VACUUM inside one drain decides a pair, and five pairs' median outvotes it.
+PAIRS = 5
 # Jobs per drain at the bench's setting (at least; the bench's N when more): N = 20,000 at ~25,000
 # jobs/s lasted 0.8 s, and the pair ratios of such drains moved 0.67-1.71x (the VM's noise, not
 # the history); 80,000 last ~3 s. Each run's jobs end in today's partition of jobs_finished and the
@@ -164,9 +166,9 @@ def bench_system(bench: Bench, swept: dict) -> None:
     c.say(f"  history: N={sizes['default']:,} (default) / {sizes['bench']:,} (bench) no-op jobs per drain, "
           "the empty database and the history one back to back, every other pair the history first")
     runs: dict[str, list[Run]] = {f"{db}-{name}": [] for name in settings for db in ("empty", "history")}
-    for rep in range(max(c.reps, DEFAULT_PAIRS)):
+    for rep in range(max(c.reps, PAIRS)):
         for name, setting in settings.items():
-            if name != "default" and rep >= c.reps:
+            if name != "default" and c.quick and rep >= c.reps:
                 continue
             pair = (("empty", empty), ("history", history.dsn))
             for db, dsn in (pair if rep % 2 == 0 else pair[::-1]):
