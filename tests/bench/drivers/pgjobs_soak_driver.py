@@ -5,12 +5,16 @@
 A feeder enqueues in chunks through the public bulk API (`enqueue_many_async`) whenever fewer than
 BACKLOG jobs wait, so the queue is fed for the whole run instead of holding a million rows at the
 start; one Worker (as `pgjobs worker` builds it) drains them with a Retention keeping `keep`
-seconds of finished families (a pass every `interval` s, 1), so retention deletes as the run goes. Reported: the
-jobs/s over each tenth of the completions (commits counted by the worker's `committed` hook,
-timed from the first one), the
-jobs table's heap and index sizes sampled every second (at most SAMPLES kept, evenly), the
-handlers' payload seqs (the harness checks each of 0..N-1 ran once), and at the end how many jobs
-are left unfinished and how many retention pruned.
+seconds of finished families (a pass every `interval` s, 1), so retention deletes as the run goes.
+The N measured jobs start once retention is deleting: until its first deletion the feeder sends
+`soak-warmup` jobs (the same no-op), and the measured window opens at the commit that finishes the
+last of them. Without the warm-up the first tenth ran before anything was old enough to prune (keep
+5 s; a tenth lasts 2-5 s here), so the target compared a drain without retention to one with it;
+the warm-up's own rate is reported beside, so retention's cost stays in view. Reported: the jobs/s
+over each tenth of the measured completions (commits counted by the worker's `committed` hook), the
+jobs table's heap and index sizes sampled every second (at most SAMPLES kept, evenly; `done` counts
+measured jobs), the handlers' payload seqs (the harness checks each of 0..N-1 ran once), and at the
+end how many jobs are left unfinished and how many retention pruned.
 """
 
 from __future__ import annotations
@@ -37,31 +41,62 @@ SIZES = """SELECT sum(pg_relation_size(t.relid))::bigint, sum(pg_indexes_size(t.
            WHERE t.isleaf"""
 
 
+class WatchedRetention(Retention):
+    """Retention that calls `on_pruning` once, after its first pass that deleted a job."""
+
+    def __init__(self, *args, on_pruning, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.pruning, self._on_pruning = False, on_pruning
+
+    async def tick(self, conn: psycopg.AsyncConnection) -> int:
+        deleted = await super().tick(conn)
+        if deleted and not self.pruning:
+            self.pruning = True
+            self._on_pruning()
+        return deleted
+
+
 async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float = 1.0, batch: int = 0) -> dict:
     reset(dsn)
     seqs: list[int] = []
     done = {"n": 0}
+    # jobs: warm-up jobs fed (known once retention prunes); first: the first commit; pruning: retention's
+    # first deletion (time, jobs done by then); end: the commit that finished the warm-up
+    warmup = {"jobs": None, "first": None, "pruning": None, "end": None}
     tenths: list[float] = []
-    first: list[float] = []
     registry = Registry()
 
     async def handler(ctx) -> None:
         seqs.append(ctx.job.payload["seq"])
 
+    async def warmup_handler(ctx) -> None:
+        pass
+
     registry.register("soak", handler)
+    registry.register("soak-warmup", warmup_handler)
     pool = await open_pool(dsn, max_size=6)
     worker: Worker | None = None
 
     def committed(count: int, seconds: float) -> None:
+        now = time.perf_counter()
         if not done["n"]:
-            first.append(time.perf_counter())  # tenths are timed from the first commit: no start-up in them
+            warmup["first"] = now  # the warm-up's rate is timed from the first commit: no start-up in it
         done["n"] += count
-        while len(tenths) < 10 and done["n"] >= n * (len(tenths) + 1) / 10:
-            tenths.append(time.perf_counter())
-        if done["n"] >= n:
+        w = warmup["jobs"]
+        if w is None:
+            return
+        if warmup["end"] is None and done["n"] >= w:
+            warmup["end"] = now  # the measured window opens (claims go by id: warm-up jobs finish first)
+        while warmup["end"] is not None and len(tenths) < 10 and done["n"] >= w + n * (len(tenths) + 1) / 10:
+            tenths.append(now)
+        if done["n"] >= w + n:
             worker.stop()
 
-    retention = Retention(keep / 86400, interval=interval, **({"batch": batch} if batch else {}))
+    def pruning() -> None:
+        warmup["pruning"] = (time.perf_counter(), done["n"])
+
+    retention = WatchedRetention(keep / 86400, interval=interval, on_pruning=pruning,
+                                 **({"batch": batch} if batch else {}))
     worker = Worker(pool, registry, conninfo=dsn, limits=RateLimits(pool, {}), queues=["default"],
                     concurrency=concurrency, retention=retention, hooks=WorkerHooks(committed=committed))
     samples: list[dict] = []
@@ -69,16 +104,20 @@ async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float 
 
     async def feed() -> None:
         async with await psycopg.AsyncConnection.connect(dsn) as conn:
-            while enqueued["n"] < n:
-                if enqueued["n"] - done["n"] < BACKLOG:
-                    count = min(CHUNK, n - enqueued["n"])
-                    start = enqueued["n"]
-                    await enqueue_many_async(conn, (JobSpec(kind="soak", payload={"seq": start + i})
-                                                    for i in range(count)))
-                    await conn.commit()
-                    enqueued["n"] += count
-                else:
+            while warmup["jobs"] is None or enqueued["n"] < warmup["jobs"] + n:
+                if enqueued["n"] - done["n"] >= BACKLOG:
                     await asyncio.sleep(0.02)
+                    continue
+                if warmup["jobs"] is None and retention.pruning:
+                    warmup["jobs"] = enqueued["n"]
+                if warmup["jobs"] is None:
+                    specs = [JobSpec(kind="soak-warmup") for _ in range(CHUNK)]
+                else:
+                    start = enqueued["n"] - warmup["jobs"]
+                    specs = [JobSpec(kind="soak", payload={"seq": start + i}) for i in range(min(CHUNK, n - start))]
+                await enqueue_many_async(conn, specs)
+                await conn.commit()
+                enqueued["n"] += len(specs)
 
     async def sample(started: float) -> None:
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:
@@ -98,19 +137,26 @@ async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float 
         sampler.cancel()
         feeder.cancel()
         await pool.close()
-    seconds = time.perf_counter() - started
+    w = warmup["jobs"]
+    seconds = tenths[-1] - warmup["end"]
     with psycopg.connect(dsn, autocommit=True) as conn:
         left, total = conn.execute("SELECT count(*) FILTER (WHERE state <> 'succeeded'), count(*) FROM pgjobs.jobs"
                                    ).fetchone()
         heap, indexes, live, queued = conn.execute(SIZES).fetchone()
-    samples.append({"t": round(seconds, 2), "done": done["n"], "heap": heap, "indexes": indexes, "live": live,
-                    "queued": queued})
+    samples.append({"t": round(time.perf_counter() - started, 2), "done": done["n"], "heap": heap,
+                    "indexes": indexes, "live": live, "queued": queued})
+    for s in samples:  # `done` counts the measured jobs (0 through the warm-up)
+        s["done"] = max(0, s["done"] - w)
     step = max(1, len(samples) // SAMPLES)
     kept = samples[::step] if samples[-1] in samples[::step] else samples[::step] + samples[-1:]
-    edges = first[:1] + tenths
+    edges = [warmup["end"]] + tenths
     rates = [n / 10 / (b - a) for a, b in zip(edges, edges[1:])]
+    pruned_at, done_then = warmup["pruning"]
+    unpruned = pruned_at - warmup["first"]  # the drain before retention had anything to delete
     return {"n": n, "seconds": seconds, "rate": n / seconds, "tenths": rates, "samples": kept,
-            "left_unfinished": left, "pruned": n - total, "keep_seconds": keep,
+            "warmup": {"jobs": w, "before_pruning_seconds": unpruned,
+                       "before_pruning_rate": done_then / unpruned if unpruned > 0 else None},
+            "left_unfinished": left, "pruned": w + n - total, "keep_seconds": keep,
             "setting": {"concurrency": concurrency, "keep": keep}, "executed": seqs}
 
 
