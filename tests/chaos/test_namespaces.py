@@ -98,6 +98,13 @@ def test_two_hosts_finish_the_work_of_a_third_cut_off_mid_drain(hosts, tmp_path)
                 "\n".join(w.tail() for w in workers.values())
             cut = hosts[0]
             ((cut_id,),) = db.q("SELECT worker_id FROM pgjobs.workers WHERE pid = %s", (workers[cut.netns].pid,))
+
+            def just_claimed() -> bool:
+                # Jobs the host claimed in the last 100 ms (200 ms each) cannot finish before the cut:
+                # cut at any moment, it could fall between its group commit and its next claim.
+                return db.q("SELECT count(*) FROM pgjobs.jobs_live WHERE worker_id = %s AND state = 'running' "
+                            "AND attempted_at > now() - interval '100 milliseconds'", (cut_id,))[0][0] > 0
+            assert wait_until(just_claimed, 10, every=0.01), "the host to cut off never held a fresh claim"
             _ip("link", "set", cut.link, "down")
             struck = time.time()
 
@@ -108,8 +115,8 @@ def test_two_hosts_finish_the_work_of_a_third_cut_off_mid_drain(hosts, tmp_path)
             (with_effect, dupes), = db.q("SELECT count(*), count(*) FILTER (WHERE c > 1) FROM "
                                          "(SELECT job_id, count(*) c FROM chaos_effects GROUP BY 1) e")
             assert (with_effect, dupes) == (n, 0)
-            # The jobs the cut host held (200 ms each, 4 at a time: it always holds some) were rescued
-            # once their leases expired, and finished by the other two hosts.
+            # The jobs the cut host held (claimed just before the cut) were rescued once their leases
+            # expired, and finished by the other two hosts.
             rescued = db.q("SELECT e.worker FROM pgjobs.jobs j JOIN chaos_effects e ON e.job_id = j.id "
                            "WHERE j.errors @> jsonb_build_array(jsonb_build_object("
                            "'outcome', 'lease_expired', 'worker', %s::text))", (cut_id,))
