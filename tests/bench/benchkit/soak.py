@@ -5,9 +5,8 @@ drivers/pgjobs_soak_driver.py feeds the queue in chunks for the whole run and th
 are timed from once retention is deleting (a warm-up drains until then, its rate printed beside:
 what retention's deletes cost). Targets: the throughput over the last tenth of the jobs is within
 10 % of the first tenth's (a table that grows or bloats slows the claim, the completion and the
-pruning as it goes), and the jobs table with its
-indexes stays bounded: at the end at most 1.5 x its size halfway through (a table growing with the
-jobs run would be 2 x). Verified like every run: each payload seq ran exactly once, nothing left
+pruning as it goes), and the jobs table with its indexes stays bounded: at the end at most 1.5 x
+its size halfway through (a table growing with the jobs run would be 2 x). Verified like every run: each payload seq ran exactly once, nothing left
 unfinished, retention pruned. The soak runs --reps times (one with --quick): one run's tenths move
 8-19 k jobs/s on this 2-core VM, so the rate figure is the median of the runs' last/first ratios;
 the size figure is the worst run's.

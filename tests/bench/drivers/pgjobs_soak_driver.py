@@ -42,17 +42,16 @@ SIZES = """SELECT sum(pg_relation_size(t.relid))::bigint, sum(pg_indexes_size(t.
 
 
 class WatchedRetention(Retention):
-    """Retention that calls `on_pruning` once, after its first pass that deleted a job."""
+    """Retention that calls `on_deleted` after each pass that deleted a job."""
 
-    def __init__(self, *args, on_pruning, **kwargs) -> None:
+    def __init__(self, *args, on_deleted, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.pruning, self._on_pruning = False, on_pruning
+        self._on_deleted = on_deleted
 
     async def tick(self, conn: psycopg.AsyncConnection) -> int:
         deleted = await super().tick(conn)
-        if deleted and not self.pruning:
-            self.pruning = True
-            self._on_pruning()
+        if deleted:
+            self._on_deleted()
         return deleted
 
 
@@ -92,10 +91,11 @@ async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float 
         if done["n"] >= w + n:
             worker.stop()
 
-    def pruning() -> None:
-        warmup["pruning"] = (time.perf_counter(), done["n"])
+    def deleted() -> None:
+        if warmup["pruning"] is None:
+            warmup["pruning"] = (time.perf_counter(), done["n"])
 
-    retention = WatchedRetention(keep / 86400, interval=interval, on_pruning=pruning,
+    retention = WatchedRetention(keep / 86400, interval=interval, on_deleted=deleted,
                                  **({"batch": batch} if batch else {}))
     worker = Worker(pool, registry, conninfo=dsn, limits=RateLimits(pool, {}), queues=["default"],
                     concurrency=concurrency, retention=retention, hooks=WorkerHooks(committed=committed))
@@ -108,7 +108,7 @@ async def soak(dsn: str, n: int, concurrency: int, keep: float, interval: float 
                 if enqueued["n"] - done["n"] >= BACKLOG:
                     await asyncio.sleep(0.02)
                     continue
-                if warmup["jobs"] is None and retention.pruning:
+                if warmup["jobs"] is None and warmup["pruning"] is not None:
                     warmup["jobs"] = enqueued["n"]
                 if warmup["jobs"] is None:
                     specs = [JobSpec(kind="soak-warmup") for _ in range(CHUNK)]
